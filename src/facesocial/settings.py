@@ -1,0 +1,68 @@
+"""All runtime settings in one place, read from ``FACESOCIAL_*`` environment variables.
+
+A :class:`Settings` object is built once by an entry point (CLI, service) and
+passed down; nothing deeper in the package reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_model_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "facesocial" / "models"
+
+
+class Settings(BaseSettings):
+    """Settings for the engine, the model store and (later) the service."""
+
+    model_config = SettingsConfigDict(env_prefix="FACESOCIAL_", extra="ignore")
+
+    # --- model store ---------------------------------------------------------
+    model_dir: Path = Field(default_factory=_default_model_dir)
+    model_mirror: Path | None = None
+    download_timeout_s: float = 60.0
+
+    # --- ONNX Runtime --------------------------------------------------------
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="Execution providers in order of preference; unavailable ones are skipped.",
+    )
+    intra_op_threads: int = Field(default=0, ge=0, description="0 = ONNX Runtime's default")
+    inter_op_threads: int = Field(default=1, ge=0)
+    warmup: bool = True
+
+    # --- input limits --------------------------------------------------------
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=50_000_000, gt=0)
+    min_image_side: int = Field(default=16, gt=0)
+
+    # --- model choice --------------------------------------------------------
+    detector: Literal["auto", "yunet", "scrfd_2.5g", "yolov8_face_lite_t", "dlib_hog"] = "auto"
+    embedder: str = Field(default="auto", description="'auto' picks the most accurate installed")
+    deepfake_model: str = "meso4_deepfake"
+
+    # --- detection -----------------------------------------------------------
+    det_score_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    det_nms_iou: float = Field(default=0.3, gt=0.0, le=1.0)
+    det_max_side: int = Field(default=640, ge=64, description="long side of the full-image pass")
+    det_tile_size: int = Field(default=640, ge=128)
+    min_face_size: int = Field(default=0, ge=0, description="px; 0 = whatever the detector sees")
+    max_faces: int = Field(default=0, ge=0, description="0 = no cap; largest faces kept first")
+
+    # --- other tasks ---------------------------------------------------------
+    object_score_threshold: float = Field(default=0.2, ge=0.0, le=1.0)
+    video_sample_fps: float = Field(default=2.0, gt=0.0)
+    video_max_frames: int = Field(default=300, gt=0)
+    video_max_bytes: int = Field(default=500 * 1024 * 1024, gt=0)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
