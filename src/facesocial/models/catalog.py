@@ -29,6 +29,8 @@ class Source:
     module: str | None = None  # importable module that carries the file
     path: str | None = None  # path inside the module or repository
     alternatives: tuple[dict[str, Any], ...] = ()
+    derived_from: str | None = None  # derived models: the source model id
+    transform: str | None = None  # derived models: how the file is made
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -64,7 +66,11 @@ class ModelSpec:
 
     @property
     def version(self) -> str:
-        """Short, stable version tag: the first 12 hex digits of the file's sha256."""
+        """Short, stable version tag: the catalog's explicit version (derived
+        models), else the first 12 hex digits of the file's sha256."""
+        explicit = self.extra.get("version")
+        if explicit:
+            return str(explicit)
         return (self.sha256 or "builtin")[:12]
 
 
@@ -79,6 +85,8 @@ def _parse(entry: dict[str, Any]) -> ModelSpec:
         module=src.get("module"),
         path=src.get("path"),
         alternatives=tuple(src.get("alternatives", ())),
+        derived_from=src.get("from"),
+        transform=src.get("transform"),
         raw=src,
     )
     thr = entry.get("thresholds")

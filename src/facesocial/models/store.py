@@ -8,6 +8,7 @@ renamed into place, so an interrupted or refused pull leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import logging
 import os
@@ -105,8 +106,20 @@ class ModelStore:
             return InstallState(spec, False, None, "missing")
         path = self.home / str(spec.file)
         if path.is_file():
-            return InstallState(spec, True, path, "model_dir")
+            derived = spec.id in self.derived()
+            return InstallState(spec, True, path, "derived" if derived else "model_dir")
         return InstallState(spec, False, None, "missing")
+
+    def derived(self) -> dict[str, dict[str, str]]:
+        """The model home's record of locally derived files (see models.derived)."""
+        path = self.home / "derived.json"
+        if not path.is_file():
+            return {}
+        try:
+            return dict(json.loads(path.read_text()))
+        except (ValueError, OSError):
+            log.warning("ignoring unreadable %s", path)
+            return {}
 
     def is_installed(self, model_id: str) -> bool:
         return self.state(self.catalog.get(model_id)).installed
@@ -139,6 +152,14 @@ class ModelStore:
         results = []
         for spec in specs:
             st = self.state(spec)
+            if spec.source.kind == "derived":
+                from facesocial.models.derived import ensure_derived
+
+                if spec.source.derived_from and not self.is_installed(spec.source.derived_from):
+                    self.pull([spec.source.derived_from], mirror=mirror, progress=progress)
+                ensure_derived(self)
+                results.append(self.state(spec))
+                continue
             if spec.source.kind in ("package", "builtin"):
                 if not st.installed:
                     raise ModelNotInstalled(
@@ -148,12 +169,19 @@ class ModelStore:
                 results.append(st)
                 continue
             if st.installed and not force:
-                if st.path is not None and sha256_file(st.path) == spec.sha256:
+                if st.path is not None and sha256_file(st.path) == self._expected_sha(spec):
                     results.append(st)
                     continue
             self._install(spec, Path(mirror) if mirror else None, progress)
             results.append(self.state(spec))
+        self._derive()
         return results
+
+    def _derive(self) -> None:
+        from facesocial.models.derived import ensure_derived
+
+        for note in ensure_derived(self):
+            log.info("derived %s", note)
 
     def _install(self, spec: ModelSpec, mirror: Path | None, progress: Progress | None) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -244,6 +272,10 @@ class ModelStore:
             raise DownloadFailed(f"archive for '{spec.id}' is not a valid zip: {exc}",
                                  model=spec.id) from exc
 
+    def _expected_sha(self, spec: ModelSpec) -> str | None:
+        rec = self.derived().get(spec.id)
+        return rec["sha256"] if rec else spec.sha256
+
     # ---------------------------------------------------------------- verify
     def verify(self, ids: Iterable[str] | None = None) -> list[VerifyResult]:
         specs = [self.catalog.get(i) for i in ids] if ids else list(self.catalog)
@@ -258,7 +290,7 @@ class ModelStore:
                 out.append(VerifyResult(spec.id, None, True, st.where))
                 continue
             digest = sha256_file(st.path)
-            ok = digest == spec.sha256
+            ok = digest == self._expected_sha(spec)
             out.append(VerifyResult(spec.id, st.path, ok,
                                     "ok" if ok else f"sha256 mismatch ({digest[:16]}...)"))
         return out
