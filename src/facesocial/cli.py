@@ -1,0 +1,266 @@
+"""The ``facesocial`` command line.
+
+Exit codes scripts can rely on:
+  0 success (for ``verify``: the faces match)
+  1 ``verify`` ran and the faces do not match; ``models verify`` found a bad file
+  2 usage error (bad flags or arguments)
+  3 bad input (unreadable image, no face where one is required, unknown task)
+  4 model problem (not installed, checksum mismatch, download failed)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
+from rich.table import Table
+
+from facesocial.errors import FaceSocialError, InvalidInput, ModelError
+from facesocial.settings import Settings
+
+EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_INPUT, EXIT_MODEL = 0, 1, 2, 3, 4
+
+app = typer.Typer(help="FaceSocial AI: self-hosted face analysis.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Model catalog and store.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _engine(settings: Settings | None = None) -> Any:
+    from facesocial.engine import Engine
+
+    return Engine(settings or _settings())
+
+
+def _fail(exc: FaceSocialError) -> typer.Exit:
+    err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+    return typer.Exit(EXIT_MODEL if isinstance(exc, ModelError) else EXIT_INPUT)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+# ------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every model in the catalog: task, installed or not, licence and size."""
+    from facesocial.models.catalog import Catalog
+    from facesocial.models.store import ModelStore
+
+    settings = _settings()
+    catalog = Catalog.load()
+    store = ModelStore(settings, catalog)
+    rows = []
+    for spec in catalog:
+        st = store.state(spec)
+        rows.append({"id": spec.id, "task": spec.task, "installed": st.installed,
+                     "where": st.where, "bytes": spec.bytes, "license": spec.license,
+                     "version": spec.version, "source": spec.source.kind})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"models (home: {store.home})")
+    for col in ("id", "task", "installed", "size", "licence", "source"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["task"], "[green]yes[/green]" if r["installed"] else "no",
+                      _human(r["bytes"]) if r["bytes"] else "-", r["license"][:60],
+                      r["where"] if r["installed"] else r["source"])
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(
+    ids: Annotated[list[str] | None, typer.Argument(help="model ids; default: all")] = None,
+    mirror: Annotated[Path | None, typer.Option("--from", help="mirror directory")] = None,
+    force: Annotated[bool, typer.Option(help="re-fetch installed files")] = False,
+) -> None:
+    """Download (or copy from a mirror) models into the model home, checking sha256."""
+    from facesocial.models.catalog import Catalog
+    from facesocial.models.store import ModelStore
+
+    settings = _settings()
+    store = ModelStore(settings, Catalog.load())
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(model_id: str, done: int, total: int | None) -> None:
+            if model_id not in tasks:
+                tasks[model_id] = bar.add_task(model_id, total=total)
+            bar.update(tasks[model_id], completed=done, total=total)
+
+        try:
+            states = store.pull(ids or None, mirror=mirror, progress=progress, force=force)
+        except FaceSocialError as exc:
+            raise _fail(exc) from None
+    for st in states:
+        out.print(f"[green]ok[/green] {st.spec.id} ({st.spec.version}) {st.where}")
+    for model_id, rec in store.derived().items():
+        out.print(f"[green]derived[/green] {model_id} ({rec['transform']}) sha256 "
+                  f"{rec['sha256'][:12]}")
+
+
+@models_app.command("verify")
+def models_verify(ids: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Re-check the sha256 of every installed model file."""
+    from facesocial.models.catalog import Catalog
+    from facesocial.models.store import ModelStore
+
+    store = ModelStore(_settings(), Catalog.load())
+    try:
+        results = store.verify(ids or None)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    bad = 0
+    for r in results:
+        colour = "green" if r.ok else "red"
+        out.print(f"[{colour}]{'ok' if r.ok else 'BAD'}[/{colour}] {r.model_id}: {r.reason}")
+        bad += not r.ok
+    raise typer.Exit(EXIT_NO_MATCH if bad else EXIT_OK)
+
+
+@models_app.command("import")
+def models_import(
+    kind: Annotated[str, typer.Argument(help="what to import: meso4")],
+    h5: Annotated[Path, typer.Option("--h5", help="the authors' Keras h5 weights")],
+    model_id: Annotated[str, typer.Option("--id", help="catalog id to write")] = "meso4_deepfake",
+) -> None:
+    """Write a model's ONNX from its upstream artifact (Meso4: Keras h5)."""
+    from facesocial.models.catalog import Catalog
+    from facesocial.models.derived import import_keras_meso4
+    from facesocial.models.store import ModelStore
+
+    if kind != "meso4":
+        err.print(f"[red]error[/red] unknown import kind '{kind}' (known: meso4)")
+        raise typer.Exit(EXIT_USAGE)
+    store = ModelStore(_settings(), Catalog.load())
+    try:
+        path = import_keras_meso4(store, model_id, h5)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    out.print(f"[green]ok[/green] wrote {path}")
+
+
+# ----------------------------------------------------------------- analysis
+@app.command()
+def analyze(
+    paths: Annotated[list[Path], typer.Argument(help="image files")],
+    tasks: Annotated[str, typer.Option(help="comma list: detect,embed,antispoof,"
+                                             "demographics,deepfake,objects or all")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+    draw: Annotated[Path | None, typer.Option(help="write annotated images here (a dir "
+                                                   "for many inputs, or a file for one)")] = None,
+    detector: Annotated[str | None, typer.Option()] = None,
+    embedder: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Analyse images. Exits 3 if any input was bad (the others are still analysed)."""
+    from facesocial.engine import parse_tasks
+
+    try:
+        task_list = parse_tasks(tasks)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    engine = _engine()
+    failures = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), console=err, transient=True,
+                  disable=len(paths) < 2) as bar:
+        job = bar.add_task("analysing", total=len(paths))
+        for path in paths:
+            try:
+                rgb = engine.image(path)
+                result = engine.analyze(rgb, task_list, detector=detector, embedder=embedder)
+            except InvalidInput as exc:
+                failures += 1
+                err.print(f"[red]error[/red] {path}: [{exc.code}] {exc.message}")
+                if as_json:
+                    out.print_json(json.dumps({"file": str(path), "error": exc.to_dict()}))
+                bar.advance(job)
+                continue
+            except ModelError as exc:
+                raise _fail(exc) from None
+            if as_json:
+                sys.stdout.write(json.dumps({"file": str(path), **result.to_dict()}) + "\n")
+            else:
+                _print_analysis(path, result)
+            if draw is not None:
+                from facesocial.draw import save_annotated
+
+                target = draw / f"{path.stem}.jpg" if (len(paths) > 1 or draw.is_dir()) else draw
+                save_annotated(rgb, result, target)
+            bar.advance(job)
+    raise typer.Exit(EXIT_INPUT if failures else EXIT_OK)
+
+
+def _print_analysis(path: Path, result: Any) -> None:
+    out.print(f"[bold]{path}[/bold] {result.width}x{result.height}: "
+              f"{len(result.faces)} face(s) in {result.timings_ms.get('total', 0):.0f} ms")
+    for f in result.faces:
+        parts = [f"#{f.index} box={[round(v) for v in f.box]} score={f.score:.2f}"]
+        if f.liveness:
+            parts.append(f"liveness={f.liveness.verdict}({f.liveness.live_score:.2f})")
+        if f.demographics:
+            parts.append(f"age={f.demographics.age:.0f} gender={f.demographics.gender}")
+        if f.deepfake:
+            parts.append(f"deepfake={'FAKE' if f.deepfake.is_fake else 'real'}"
+                         f"({f.deepfake.fake_score:.2f})")
+        if f.embedding:
+            parts.append(f"embedding={f.embedding.model.id}")
+        out.print("  " + " ".join(parts))
+    if result.objects:
+        labels = [f"{o.label}({o.score:.2f})" for o in result.objects.items]
+        out.print("  objects: " + (", ".join(labels) or "none"))
+
+
+@app.command()
+def verify(
+    a: Annotated[Path, typer.Argument()],
+    b: Annotated[Path, typer.Argument()],
+    embedder: Annotated[str | None, typer.Option()] = None,
+    strict: Annotated[bool, typer.Option(help="use the strict (lower FMR) threshold")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """1:1 verification of the largest face in A against B. Exit 0 = match, 1 = no match."""
+    engine = _engine()
+    try:
+        result = engine.verify(a, b, embedder=embedder, threshold="strict" if strict else "default")
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+    else:
+        verdict = "[green]MATCH[/green]" if result.match else "[yellow]NO MATCH[/yellow]"
+        fmr = result.false_match_rate
+        out.print(f"{verdict} score={result.score:.3f} threshold={result.threshold:.3f} "
+                  f"({result.threshold_name}) model={result.model.id}"
+                  + (f" est. FMR at this score={fmr:.2g}" if fmr is not None else ""))
+    raise typer.Exit(EXIT_OK if result.match else EXIT_NO_MATCH)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except FaceSocialError as exc:  # anything not caught by a command
+        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        sys.exit(EXIT_MODEL if isinstance(exc, ModelError) else EXIT_INPUT)

@@ -1,0 +1,328 @@
+"""The analysis engine: one object that turns images into typed results.
+
+The CLI, the HTTP service, batch workers and realtime sessions all call the
+same :class:`Engine`. It resolves which model serves each task from the
+catalog (a requested model, or the best installed one), loads models lazily
+through one loader, and runs any subset of tasks in one pass over an image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesocial.errors import IncompatibleEmbeddings, ModelNotInstalled, NoFaceFound, UnknownTask
+from facesocial.models.catalog import Catalog, ModelSpec
+from facesocial.models.store import ModelStore
+from facesocial.results import Analysis, Detections, Embedding, Face, Verification
+from facesocial.runtime import LoadedModel, ModelRef, SessionFactory
+from facesocial.settings import Settings
+from facesocial.vision.image import DecodedImage, ImageLimits, decode_image, load_image
+
+log = logging.getLogger(__name__)
+
+FACE_TASKS = ("detect", "embed", "antispoof", "demographics", "deepfake")
+TASKS = (*FACE_TASKS, "objects")
+DEFAULT_TASKS = ("detect", "embed")
+
+# families whose adapters this engine knows, per task
+_FAMILIES = {
+    "face_detection": {"yunet", "scrfd", "yolov8_face", "dlib_hog"},
+    "face_embedding": {"arcface", "dlib_resnet"},
+    "deepfake_detection": {"meso4"},
+}
+
+ImageInput = DecodedImage | np.ndarray | bytes | str | Path
+
+
+def parse_tasks(tasks: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Normalise a task list; 'all' means every task. Detection is always implied."""
+    if tasks is None:
+        return DEFAULT_TASKS
+    if isinstance(tasks, str):
+        tasks = [t for t in tasks.replace(" ", "").split(",") if t]
+    out: list[str] = []
+    for t in tasks:
+        if t == "all":
+            return TASKS
+        if t not in TASKS:
+            raise UnknownTask(f"unknown task '{t}'", task=t, known=list(TASKS))
+        if t not in out:
+            out.append(t)
+    if "detect" not in out and any(t in FACE_TASKS for t in out):
+        out.insert(0, "detect")
+    return tuple(out)
+
+
+class Engine:
+    """Runs face analysis tasks with models from the catalog.
+
+    Models load on first use and stay loaded; ``loader`` can be replaced (the
+    model manager does) so that something else owns sessions and memory.
+    """
+
+    def __init__(self, settings: Settings, catalog: Catalog | None = None,
+                 store: ModelStore | None = None,
+                 sessions: SessionFactory | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog.load()
+        self.store = store or ModelStore(settings, self.catalog)
+        self.sessions = sessions or SessionFactory(settings)
+        self.limits = ImageLimits.from_settings(settings)
+        self._lock = threading.RLock()
+        self._loaded: dict[str, LoadedModel] = {}
+        self._adapters: dict[tuple[str, ...], Any] = {}
+
+    # ------------------------------------------------------------ resolution
+    def resolve(self, task: str, requested: str | None = None) -> ModelSpec:
+        """The model that serves ``task``: the requested one, or the best installed."""
+        if requested and requested != "auto":
+            spec = self.catalog.get(requested)
+            if spec.task != task:
+                raise ModelNotInstalled(f"model '{requested}' does not do {task}",
+                                        model=requested, task=task)
+            if not self.store.state(spec).installed:
+                raise ModelNotInstalled(
+                    f"model '{requested}' is not installed; run `facesocial models pull "
+                    f"{requested}`", model=requested)
+            return spec
+        families = _FAMILIES.get(task)
+        for spec in self.catalog.by_task(task):
+            if families is not None and spec.family not in families:
+                continue
+            if spec.id == "yolov8_face_lite_t":  # copyleft: selectable, never a default
+                continue
+            if self.store.state(spec).installed:
+                return spec
+        raise ModelNotInstalled(f"no model for {task} is installed; run `facesocial models pull`",
+                                task=task)
+
+    def installed(self, model_id: str) -> bool:
+        return model_id in self.catalog and self.store.is_installed(model_id)
+
+    def load(self, model_id: str) -> LoadedModel:
+        with self._lock:
+            if model_id not in self._loaded:
+                spec = self.catalog.get(model_id)
+                t = time.perf_counter()
+                lm = self.sessions.create(spec, self.store.path(model_id))
+                if self.settings.warmup:
+                    _warm_up(lm)
+                log.info("loaded %s (%s) on %s in %.0f ms", spec.id, spec.version, lm.device,
+                         (time.perf_counter() - t) * 1000)
+                self._loaded[model_id] = lm
+            return self._loaded[model_id]
+
+    def _adapter(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._adapters:
+                self._adapters[key] = build()
+            return self._adapters[key]
+
+    def _ref(self, spec: ModelSpec) -> ModelRef:
+        return ModelRef(spec.id, spec.version, "cpu")
+
+    # -------------------------------------------------------------- adapters
+    def detector(self, name: str | None = None) -> Any:
+        from facesocial.vision import detection as det
+
+        spec = self.resolve("face_detection", name or self.settings.detector)
+
+        def build() -> Any:
+            if spec.family == "yunet":
+                return det.YuNetDetector(self.load(spec.id))
+            if spec.family == "scrfd":
+                return det.SCRFDDetector(self.load(spec.id))
+            if spec.family == "yolov8_face":
+                return det.YoloV8FaceDetector(self.load(spec.id))
+            return det.DlibHogDetector(self.store.path("dlib_shape68"), spec.version)
+
+        return self._adapter(("det", spec.id), build)
+
+    def embedder(self, name: str | None = None) -> Any:
+        from facesocial.vision.embedding import ArcFaceEmbedder, DlibResNetEmbedder
+
+        spec = self.resolve("face_embedding", name or self.settings.embedder)
+
+        def build() -> Any:
+            if spec.family == "dlib_resnet":
+                return DlibResNetEmbedder(self.store.path(spec.id),
+                                          self.store.path("dlib_shape5"), self._ref(spec))
+            return ArcFaceEmbedder(self.load(spec.id))
+
+        return self._adapter(("emb", spec.id), build)
+
+    def antispoofer(self) -> Any:
+        from facesocial.vision.liveness import AntiSpoofer
+
+        have_b = self.installed("antispoof_binary")
+        have_pr = self.installed("antispoof_print_replay")
+        if not (have_b or have_pr):
+            raise ModelNotInstalled("no anti-spoofing model is installed", task="anti_spoofing")
+        return self._adapter(("spoof",), lambda: AntiSpoofer(
+            self.load("antispoof_binary") if have_b else None,
+            self.load("antispoof_print_replay") if have_pr else None))
+
+    def demographics(self) -> Any:
+        from facesocial.vision.demographics import DemographicsEstimator
+
+        return self._adapter(("demo",), lambda: DemographicsEstimator(
+            self.load("dlib_age"), self.load("dlib_gender"), self.store.path("dlib_shape5")))
+
+    def deepfake(self, name: str | None = None) -> Any:
+        from facesocial.vision.deepfake import Meso4Detector
+
+        spec = self.resolve("deepfake_detection", name or self.settings.deepfake_model)
+        return self._adapter(("fake", spec.id), lambda: Meso4Detector(self.load(spec.id)))
+
+    def objects(self) -> Any:
+        from facesocial.vision.objects import ObjectDetector
+
+        spec = self.resolve("object_detection")
+        return self._adapter(("obj", spec.id), lambda: ObjectDetector(self.load(spec.id)))
+
+    # ----------------------------------------------------------------- tasks
+    def image(self, image: ImageInput) -> np.ndarray:
+        """Decode any accepted input into an RGB uint8 array (with limits)."""
+        if isinstance(image, DecodedImage):
+            return image.rgb
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError("array images must be (h, w, 3) uint8 RGB")
+            return image
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return decode_image(bytes(image), self.limits).rgb
+        return load_image(image, self.limits).rgb
+
+    def detect(self, image: ImageInput, detector: str | None = None,
+               **overrides: Any) -> Detections:
+        from facesocial.vision.detection import detect_faces
+
+        rgb = self.image(image)
+        s = self.settings
+        opts = dict(score_threshold=s.det_score_threshold, nms_iou=s.det_nms_iou,
+                    max_side=s.det_max_side, tile_size=s.det_tile_size,
+                    min_face_size=s.min_face_size, max_faces=s.max_faces)
+        opts.update({k: v for k, v in overrides.items() if v is not None})
+        return detect_faces(self.detector(detector), rgb, **opts)
+
+    def analyze(self, image: ImageInput, tasks: Iterable[str] | str | None = None, *,
+                detector: str | None = None, embedder: str | None = None,
+                **det_overrides: Any) -> Analysis:
+        """Run ``tasks`` on one image; each face carries its own results."""
+        task_list = parse_tasks(tasks)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        rgb = self.image(image)
+        timings["decode"] = (time.perf_counter() - t0) * 1000
+        h, w = rgb.shape[:2]
+        dets: Detections | None = None
+        per_face: dict[str, list[Any]] = {}
+        if "detect" in task_list:
+            t = time.perf_counter()
+            dets = self.detect(rgb, detector, **det_overrides)
+            timings["detect"] = (time.perf_counter() - t) * 1000
+            if len(dets):
+                for task, run in (("embed", lambda: self._embed(rgb, dets, embedder)),
+                                  ("antispoof", lambda: self.antispoofer().predict(rgb, dets.boxes)),
+                                  ("demographics",
+                                   lambda: self.demographics().predict(rgb, dets.boxes)),
+                                  ("deepfake", lambda: self.deepfake().score_faces(rgb, dets))):
+                    if task in task_list:
+                        t = time.perf_counter()
+                        per_face[task] = list(run())
+                        timings[task] = (time.perf_counter() - t) * 1000
+        objects = None
+        if "objects" in task_list:
+            t = time.perf_counter()
+            objects = self.objects().detect(rgb, self.settings.object_score_threshold)
+            timings["objects"] = (time.perf_counter() - t) * 1000
+        faces: list[Face] = []
+        if dets is not None:
+            for i in range(len(dets)):
+                faces.append(Face(
+                    index=i, box=tuple(float(v) for v in dets.boxes[i]),  # type: ignore[arg-type]
+                    score=float(dets.scores[i]), landmarks=dets.landmarks[i],
+                    detector=dets.model,
+                    embedding=per_face["embed"][i] if "embed" in per_face else None,
+                    liveness=per_face["antispoof"][i] if "antispoof" in per_face else None,
+                    demographics=per_face["demographics"][i] if "demographics" in per_face else None,
+                    deepfake=per_face["deepfake"][i] if "deepfake" in per_face else None,
+                ))
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        return Analysis(width=w, height=h, faces=tuple(faces), tasks=task_list,
+                        detection=dets.info if dets is not None else None, objects=objects,
+                        timings_ms=timings)
+
+    def _embed(self, rgb: np.ndarray, dets: Detections, embedder: str | None) -> list[Embedding]:
+        emb = self.embedder(embedder)
+        vecs = emb.embed(rgb, dets.landmarks, dets.boxes)
+        return [Embedding(vector=v, model=emb.model) for v in vecs]
+
+    def embed_largest(self, image: ImageInput, embedder: str | None = None,
+                      detector: str | None = None) -> Embedding:
+        """Embedding of the largest face in the image (what 1:1 verification compares)."""
+        rgb = self.image(image)
+        dets = self.detect(rgb, detector)
+        if len(dets) == 0:
+            raise NoFaceFound("no face found in the image")
+        areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
+        one = dets.select(np.array([int(np.argmax(areas))]))
+        return self._embed(rgb, one, embedder)[0]
+
+    # ----------------------------------------------------------- verification
+    def compare(self, a: Embedding, b: Embedding, threshold: str | float = "default") -> Verification:
+        """1:1 decision between two embeddings of the same model and version."""
+        if (a.model.id, a.model.version) != (b.model.id, b.model.version):
+            raise IncompatibleEmbeddings(
+                "embeddings from different models cannot be compared",
+                a=a.model.to_dict(), b=b.model.to_dict())
+        spec = self.catalog.get(a.model.id)
+        score = float(np.dot(a.vector, b.vector))
+        thr_value, thr_name = self.threshold(spec, threshold)
+        return Verification(score=score, threshold=thr_value, match=score >= thr_value,
+                            model=a.model, false_match_rate=estimate_fmr(spec, score),
+                            threshold_name=thr_name)
+
+    def threshold(self, spec: ModelSpec, which: str | float = "default") -> tuple[float, str]:
+        if isinstance(which, (int, float)):
+            return float(which), "custom"
+        if spec.thresholds is None:
+            raise ModelNotInstalled(f"model '{spec.id}' has no calibrated threshold",
+                                    model=spec.id)
+        if which == "strict" and spec.thresholds.strict is not None:
+            return float(spec.thresholds.strict), "strict"
+        return float(spec.thresholds.default), "default"
+
+    def verify(self, a: ImageInput, b: ImageInput, embedder: str | None = None,
+               threshold: str | float = "default") -> Verification:
+        ea = self.embed_largest(a, embedder)
+        eb = self.embed_largest(b, embedder)
+        return self.compare(ea, eb, threshold)
+
+
+def estimate_fmr(spec: ModelSpec, score: float) -> float | None:
+    """False-match rate of the calibration impostors at or above ``score``."""
+    if spec.thresholds is None or not spec.thresholds.fmr_curve:
+        return None
+    xs = np.array([p[0] for p in spec.thresholds.fmr_curve])
+    ys = np.array([p[1] for p in spec.thresholds.fmr_curve])
+    return float(np.interp(score, xs, ys, left=float(ys[0]), right=float(ys[-1])))
+
+
+def _warm_up(lm: LoadedModel) -> None:
+    """One inference on zeros so the first real request does not pay for allocation."""
+    inp = lm.session.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    if len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in inp.shape[2:]):
+        shape[2:] = [64, 64]
+    try:
+        lm.run(np.zeros(shape, dtype=np.float32))
+    except Exception:  # noqa: BLE001 - warm-up is best effort; real errors surface on use
+        log.debug("warm-up skipped for %s", lm.spec.id, exc_info=True)
