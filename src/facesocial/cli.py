@@ -257,6 +257,29 @@ def verify(
     raise typer.Exit(EXIT_OK if result.match else EXIT_NO_MATCH)
 
 
+@app.command()
+def video(
+    path: Annotated[Path, typer.Argument(help="video file")],
+    fps: Annotated[float | None, typer.Option(help="frames sampled per second")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Deepfake analysis of a video: per-frame scores and one verdict. Exit 1 = fake."""
+    engine = _engine()
+    try:
+        result = engine.deepfake_video(path, sample_fps=fps)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+    else:
+        for fr in result.frames:
+            score = "no face" if fr.fake_score is None else f"fake {fr.fake_score:.3f}"
+            out.print(f"  t={fr.time_s:6.2f}s frame {fr.index:5d}: {fr.faces} face(s), {score}")
+        out.print(f"[bold]{result.verdict}[/bold] mean fake score {result.fake_score} over "
+                  f"{len(result.frames)} sampled frames ({result.sample_fps:g} fps)")
+    raise typer.Exit(EXIT_NO_MATCH if result.verdict == "fake" else EXIT_OK)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -276,6 +276,22 @@ class Engine:
         one = dets.select(np.array([int(np.argmax(areas))]))
         return self._embed(rgb, one, embedder)[0]
 
+    def deepfake_video(self, source: bytes | Path, model: str | None = None,
+                       sample_fps: float | None = None) -> Any:
+        """Per-frame deepfake scores and one verdict for a video (PyAV sampling)."""
+        from facesocial.vision.deepfake import analyze_video
+
+        s = self.settings
+
+        class _Finder:
+            def detect(_self, rgb: np.ndarray) -> Detections:  # noqa: N805
+                return self.detect(rgb)
+
+        return analyze_video(source, _Finder(), self.deepfake(model),
+                             sample_fps=sample_fps or s.video_sample_fps,
+                             max_frames=s.video_max_frames, max_bytes=s.video_max_bytes,
+                             max_pixels=s.max_image_pixels)
+
     # ----------------------------------------------------------- verification
     def compare(self, a: Embedding, b: Embedding, threshold: str | float = "default") -> Verification:
         """1:1 decision between two embeddings of the same model and version."""
