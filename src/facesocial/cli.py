@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
 from rich.table import Table
@@ -46,8 +47,12 @@ def _engine(settings: Settings | None = None) -> Any:
 
 
 def _fail(exc: FaceSocialError) -> typer.Exit:
-    err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+    err.print(f"[red]error[/red] {_describe(exc)}")
     return typer.Exit(EXIT_MODEL if isinstance(exc, ModelError) else EXIT_INPUT)
+
+
+def _describe(exc: FaceSocialError) -> str:
+    return escape(f"[{exc.code}] {exc.message}")
 
 
 def _human(n: int) -> str:
@@ -192,7 +197,7 @@ def analyze(
                 result = engine.analyze(rgb, task_list, detector=detector, embedder=embedder)
             except InvalidInput as exc:
                 failures += 1
-                err.print(f"[red]error[/red] {path}: [{exc.code}] {exc.message}")
+                err.print(f"[red]error[/red] {escape(str(path))}: {_describe(exc)}")
                 if as_json:
                     out.print_json(json.dumps({"file": str(path), "error": exc.to_dict()}))
                 bar.advance(job)
@@ -285,5 +290,5 @@ def main() -> None:
     try:
         app()
     except FaceSocialError as exc:  # anything not caught by a command
-        err.print(f"[red]error[/red] [{exc.code}] {exc.message}")
+        err.print(f"[red]error[/red] {_describe(exc)}")
         sys.exit(EXIT_MODEL if isinstance(exc, ModelError) else EXIT_INPUT)
