@@ -165,9 +165,12 @@ class Engine:
         have_pr = self.installed("antispoof_print_replay")
         if not (have_b or have_pr):
             raise ModelNotInstalled("no anti-spoofing model is installed", task="anti_spoofing")
+        # the live decision is the binary model's when present (see vision/liveness.py)
+        decider = self.catalog.get("antispoof_binary" if have_b else "antispoof_print_replay")
+        threshold = decider.thresholds.default if decider.thresholds else 0.5
         return self._adapter(("spoof",), lambda: AntiSpoofer(
             self.load("antispoof_binary") if have_b else None,
-            self.load("antispoof_print_replay") if have_pr else None))
+            self.load("antispoof_print_replay") if have_pr else None, threshold=threshold))
 
     def demographics(self) -> Any:
         from facesocial.vision.demographics import DemographicsEstimator
