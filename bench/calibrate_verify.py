@@ -29,8 +29,14 @@ import numpy as np
 
 from facesocial.engine import Engine
 from facesocial.errors import NoFaceFound
-from facesocial.evaluation import (fmr_at, fmr_curve, fnmr_at, kfold_accuracy, roc_auc,
-                                   threshold_at_fmr)
+from facesocial.evaluation import (
+    fmr_at,
+    fmr_curve,
+    fnmr_at,
+    kfold_accuracy,
+    roc_auc,
+    threshold_at_fmr,
+)
 from facesocial.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +58,8 @@ def embed_all(engine: Engine, model: str, files: list[str]) -> dict[str, np.ndar
         except NoFaceFound:
             pass
         if i % 200 == 0:
-            print(f"  {model}: {i}/{len(files)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            took = time.perf_counter() - t0
+            print(f"  {model}: {i}/{len(files)} ({took:.0f} s)", file=sys.stderr)
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out)
     return out
@@ -68,7 +75,6 @@ def main() -> None:
     settings = Settings(**({"model_dir": args.model_dir} if args.model_dir else {}))
     engine = Engine(settings)
     files = sorted(str(p.relative_to(CFP)) for p in (CFP / "images").rglob("*.jpg"))
-    person = np.array([f.split("/")[1] for f in files])
     with open(CFP / "pairs.csv") as fh:
         pairs = list(csv.DictReader(fh))
     catalog = json.loads(CATALOG.read_text())

@@ -232,8 +232,9 @@ class Engine:
             dets = self.detect(rgb, detector, **det_overrides)
             timings["detect"] = (time.perf_counter() - t) * 1000
             if len(dets):
+                spoof = self.antispoofer
                 for task, run in (("embed", lambda: self._embed(rgb, dets, embedder)),
-                                  ("antispoof", lambda: self.antispoofer().predict(rgb, dets.boxes)),
+                                  ("antispoof", lambda: spoof().predict(rgb, dets.boxes)),
                                   ("demographics",
                                    lambda: self.demographics().predict(rgb, dets.boxes)),
                                   ("deepfake", lambda: self.deepfake().score_faces(rgb, dets))):
@@ -255,7 +256,7 @@ class Engine:
                     detector=dets.model,
                     embedding=per_face["embed"][i] if "embed" in per_face else None,
                     liveness=per_face["antispoof"][i] if "antispoof" in per_face else None,
-                    demographics=per_face["demographics"][i] if "demographics" in per_face else None,
+                    demographics=per_face.get("demographics", [None] * (i + 1))[i],
                     deepfake=per_face["deepfake"][i] if "deepfake" in per_face else None,
                 ))
         timings["total"] = (time.perf_counter() - t0) * 1000
@@ -296,7 +297,8 @@ class Engine:
                              max_pixels=s.max_image_pixels)
 
     # ----------------------------------------------------------- verification
-    def compare(self, a: Embedding, b: Embedding, threshold: str | float = "default") -> Verification:
+    def compare(self, a: Embedding, b: Embedding,
+                threshold: str | float = "default") -> Verification:
         """1:1 decision between two embeddings of the same model and version."""
         if (a.model.id, a.model.version) != (b.model.id, b.model.version):
             raise IncompatibleEmbeddings(

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesocial.errors import (EmptyImage, ImageTooLarge, ImageTooSmall, InvalidImage,
-                               TruncatedImage, UnsupportedImageFormat)
+from facesocial.errors import (
+    EmptyImage,
+    ImageTooLarge,
+    ImageTooSmall,
+    InvalidImage,
+    TruncatedImage,
+    UnsupportedImageFormat,
+)
 from facesocial.vision.image import ImageLimits, decode_image, load_image
 
 

@@ -8,8 +8,8 @@ renamed into place, so an interrupted or refused pull leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.util
+import json
 import logging
 import os
 import shutil

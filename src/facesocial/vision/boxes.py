@@ -7,7 +7,11 @@ pixels 0..9 is ``(0, 0, 10, 10)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from facesocial.errors import InvalidInput
 
 __all__ = ["areas", "clip_boxes", "iou_matrix", "nms", "short_sides"]
 
@@ -74,3 +78,19 @@ def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
     b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
     return b
+
+
+def as_boxes(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Validate face boxes: an (n, 4) array of finite xyxy with x2 > x1, y2 > y1."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise InvalidInput(f"face boxes must have shape (n, 4), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InvalidInput("face boxes must be finite numbers")
+    bad = np.flatnonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))
+    if bad.size:
+        raise InvalidInput(f"face box {int(bad[0])} is empty: {arr[bad[0]].tolist()}",
+                           index=int(bad[0]))
+    return arr

@@ -25,7 +25,8 @@ import numpy as np
 from facesocial.errors import ModelLoadFailed
 from facesocial.results import Demographics
 from facesocial.runtime import LoadedModel, ModelRef
-from facesocial.vision.liveness import as_boxes, check_rgb
+from facesocial.vision.boxes import as_boxes
+from facesocial.vision.image import check_rgb
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,11 @@ from typing import Protocol
 
 import numpy as np
 
-from facesocial.errors import InvalidImage, InvalidInput, ModelLoadFailed, ModelNotInstalled
+from facesocial.errors import InvalidInput, ModelLoadFailed, ModelNotInstalled
 from facesocial.results import DetectionInfo, Detections
 from facesocial.runtime import LoadedModel, ModelRef
 from facesocial.vision.boxes import areas, clip_boxes, nms, short_sides
+from facesocial.vision.image import check_rgb
 
 log = logging.getLogger(__name__)
 
@@ -634,12 +635,7 @@ def _largest_first(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def _validate(rgb: object, score_threshold: float, nms_iou: float, max_side: int,
               tile_size: int, min_face_size: float, max_faces: int) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
-            or rgb.dtype != np.uint8:
-        desc = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise InvalidImage(f"expected an (h, w, 3) uint8 RGB array, got {desc}")
-    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise InvalidImage(f"the image is empty: {rgb.shape}")
+    check_rgb(rgb)  # type: ignore[arg-type]
     values = {"score_threshold": score_threshold, "nms_iou": nms_iou, "max_side": max_side,
               "tile_size": tile_size, "min_face_size": min_face_size, "max_faces": max_faces}
     valid = {"score_threshold": 0.0 <= score_threshold <= 1.0, "nms_iou": 0.0 < nms_iou <= 1.0,

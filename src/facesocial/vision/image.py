@@ -36,9 +36,9 @@ class ImageLimits:
 
     @classmethod
     def from_settings(cls, settings: object) -> ImageLimits:
-        return cls(max_bytes=getattr(settings, "max_image_bytes"),
-                   max_pixels=getattr(settings, "max_image_pixels"),
-                   min_side=getattr(settings, "min_image_side"))
+        return cls(max_bytes=settings.max_image_bytes,
+                   max_pixels=settings.max_image_pixels,
+                   min_side=settings.min_image_side)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +153,12 @@ def resize_long_side(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]
         return rgb, 1.0
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
     return cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA), s
+
+
+def check_rgb(rgb: np.ndarray) -> None:
+    """Raise :class:`InvalidImage` unless ``rgb`` is an (h, w, 3) uint8 array."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+            or rgb.dtype != np.uint8 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        shape = getattr(rgb, "shape", None)
+        dtype = getattr(rgb, "dtype", type(rgb).__name__)
+        raise InvalidImage(f"expected an (h, w, 3) uint8 RGB array, got {shape} {dtype}")

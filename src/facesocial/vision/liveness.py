@@ -21,9 +21,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from facesocial.errors import InvalidImage, InvalidInput
+from facesocial.errors import InvalidInput
 from facesocial.results import Liveness
 from facesocial.runtime import LoadedModel, ModelRef
+from facesocial.vision.boxes import as_boxes
+from facesocial.vision.image import check_rgb
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +49,6 @@ _MAX_CROP_TO_IMAGE = 4.0
 
 
 # --- pure helpers -------------------------------------------------------------
-def check_rgb(rgb: np.ndarray) -> None:
-    """Raise :class:`InvalidImage` unless ``rgb`` is an (h, w, 3) uint8 array."""
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
-            or rgb.dtype != np.uint8 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        shape = getattr(rgb, "shape", None)
-        dtype = getattr(rgb, "dtype", type(rgb).__name__)
-        raise InvalidImage(f"expected an (h, w, 3) uint8 RGB array, got {shape} {dtype}")
-
-
-def as_boxes(boxes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
-    """Validate face boxes: an (n, 4) array of finite xyxy with x2 > x1, y2 > y1."""
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 4), np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise InvalidInput(f"face boxes must have shape (n, 4), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise InvalidInput("face boxes must be finite numbers")
-    bad = np.flatnonzero((arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]))
-    if bad.size:
-        raise InvalidInput(f"face box {int(bad[0])} is empty: {arr[bad[0]].tolist()}",
-                           index=int(bad[0]))
-    return arr
-
-
 def square_crop(rgb: np.ndarray, box: np.ndarray | Sequence[float], scale: float = CROP_SCALE,
                 size: int = CROP_SIZE) -> np.ndarray:
     """Square crop centred on an xyxy ``box``, zero-padded outside the image.
@@ -233,7 +210,7 @@ class AntiSpoofer:
                  three: np.ndarray | None) -> Liveness:
         is_live = live >= self.threshold
         classes = None if three is None else {
-            name: float(p) for name, p in zip(THREE_CLASSES, three[i])}
+            name: float(p) for name, p in zip(THREE_CLASSES, three[i], strict=True)}
         if is_live:
             verdict = "live"
         elif classes is None:

@@ -25,7 +25,7 @@ from facesocial.errors import InvalidInput
 from facesocial.results import DetectedObject, Objects
 from facesocial.runtime import LoadedModel
 from facesocial.vision.boxes import nms
-from facesocial.vision.liveness import check_rgb
+from facesocial.vision.image import check_rgb
 
 log = logging.getLogger(__name__)
 
