@@ -19,9 +19,10 @@ import numpy as np
 
 from facesocial.errors import IncompatibleEmbeddings, ModelNotInstalled, NoFaceFound, UnknownTask
 from facesocial.models.catalog import Catalog, ModelSpec
+from facesocial.models.manager import ManagedModel, ModelManager
 from facesocial.models.store import ModelStore
 from facesocial.results import Analysis, Detections, Embedding, Face, Verification
-from facesocial.runtime import LoadedModel, ModelRef, SessionFactory
+from facesocial.runtime import ModelRef
 from facesocial.settings import Settings
 from facesocial.vision.image import DecodedImage, ImageLimits, decode_image, load_image
 
@@ -69,15 +70,17 @@ class Engine:
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None,
                  store: ModelStore | None = None,
-                 sessions: SessionFactory | None = None) -> None:
+                 manager: ModelManager | None = None) -> None:
         self.settings = settings
         self.catalog = catalog or Catalog.load()
         self.store = store or ModelStore(settings, self.catalog)
-        self.sessions = sessions or SessionFactory(settings)
+        self.manager = manager or ModelManager(settings, self.catalog, self.store)
         self.limits = ImageLimits.from_settings(settings)
         self._lock = threading.RLock()
-        self._loaded: dict[str, LoadedModel] = {}
         self._adapters: dict[tuple[str, ...], Any] = {}
+
+    def close(self) -> None:
+        self.manager.close()
 
     # ------------------------------------------------------------ resolution
     def resolve(self, task: str, requested: str | None = None) -> ModelSpec:
@@ -106,18 +109,9 @@ class Engine:
     def installed(self, model_id: str) -> bool:
         return model_id in self.catalog and self.store.is_installed(model_id)
 
-    def load(self, model_id: str) -> LoadedModel:
-        with self._lock:
-            if model_id not in self._loaded:
-                spec = self.catalog.get(model_id)
-                t = time.perf_counter()
-                lm = self.sessions.create(spec, self.store.path(model_id))
-                if self.settings.warmup:
-                    _warm_up(lm)
-                log.info("loaded %s (%s) on %s in %.0f ms", spec.id, spec.version, lm.device,
-                         (time.perf_counter() - t) * 1000)
-                self._loaded[model_id] = lm
-            return self._loaded[model_id]
+    def load(self, model_id: str) -> ManagedModel:
+        """A handle to an ONNX model; the model manager loads, places and evicts it."""
+        return self.manager.handle(model_id)
 
     def _adapter(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
         with self._lock:
@@ -335,15 +329,3 @@ def estimate_fmr(spec: ModelSpec, score: float) -> float | None:
     xs = np.array([p[0] for p in spec.thresholds.fmr_curve])
     ys = np.array([p[1] for p in spec.thresholds.fmr_curve])
     return float(np.interp(score, xs, ys, left=float(ys[0]), right=float(ys[-1])))
-
-
-def _warm_up(lm: LoadedModel) -> None:
-    """One inference on zeros so the first real request does not pay for allocation."""
-    inp = lm.session.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    if len(shape) == 4 and not all(isinstance(d, int) and d > 0 for d in inp.shape[2:]):
-        shape[2:] = [64, 64]
-    try:
-        lm.run(np.zeros(shape, dtype=np.float32))
-    except Exception:  # noqa: BLE001 - warm-up is best effort; real errors surface on use
-        log.debug("warm-up skipped for %s", lm.spec.id, exc_info=True)

@@ -50,10 +50,11 @@ class LoadedModel:
     session: Session
     path: Path
     device: str
+    version: str = ""  # of the file actually loaded; defaults to the catalog's
 
     @property
     def ref(self) -> ModelRef:
-        return ModelRef(self.spec.id, self.spec.version, self.device)
+        return ModelRef(self.spec.id, self.version or self.spec.version, self.device)
 
     @property
     def input_name(self) -> str:

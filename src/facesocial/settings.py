@@ -38,6 +38,24 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(default=1, ge=0)
     warmup: bool = True
 
+    # --- model manager -------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda", "sim"] = Field(
+        default="auto", description="'sim' = a simulated GPU of sim_gpu_budget_mb (tests, drills)")
+    gpu_index: int = Field(default=0, ge=0)
+    gpu_budget_mb: float | None = Field(default=None, gt=0,
+                                        description="default: the card's free memory at start")
+    sim_gpu_budget_mb: float = Field(default=6144, gt=0)
+    zone_split_mb: tuple[float, float, float] = Field(
+        default=(2048, 2560, 1536), description="critical / high / flexible on a 6 GB card; "
+        "scaled to the budget")
+    cpu_budget_mb: float = Field(default=8192, gt=0)
+    load_timeout_s: float = Field(default=30.0, gt=0)
+    model_concurrency: int = Field(default=2, ge=1, description="inferences at once per model")
+    batching: bool = True
+    batch_max: int = Field(default=32, ge=1)
+    batch_wait_ms: float = Field(default=2.0, ge=0)
+    warm_critical: bool = True
+
     # --- input limits --------------------------------------------------------
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
