@@ -109,8 +109,14 @@ class SessionFactory:
             if p == "CUDAExecutionProvider" and o is None:
                 o = {"arena_extend_strategy": "kSameAsRequested"}
             prov_args.append((p, o) if o else p)
+        source: str | bytes = str(path)
+        patch = spec.extra.get("load_patch")
+        if patch:
+            from facesocial.models.graph_patches import PATCHES
+
+            source = PATCHES[patch](path)
         try:
-            session = ort.InferenceSession(str(path), sess_options=opts, providers=prov_args)
+            session = ort.InferenceSession(source, sess_options=opts, providers=prov_args)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelLoadFailed(f"could not load model '{spec.id}' from {path}: {exc}",
                                   model=spec.id) from exc

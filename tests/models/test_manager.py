@@ -269,3 +269,22 @@ def test_micro_batching_returns_each_caller_its_own_rows(model_home: Path) -> No
         assert total == 16 and count < 16  # every row served, in fewer calls than callers
     finally:
         mgr.close()
+
+
+@pytest.mark.parametrize("model_id", ["antispoof_binary", "antispoof_print_replay"])
+def test_free_batch_patch_keeps_outputs(model_home: Path, model_id: str) -> None:
+    """The load-time patch frees the batch dimension without changing any output."""
+    import onnxruntime as ort
+
+    mgr = _manager(model_home, sim_gpu_budget_mb=6144)
+    try:
+        x = np.random.default_rng(5).uniform(0, 1, (6, 3, 128, 128)).astype(np.float32)
+        raw = ort.InferenceSession(str(mgr.store.path(model_id)),
+                                   providers=["CPUExecutionProvider"])
+        single = np.concatenate([raw.run(None, {"input": x[i:i + 1]})[0] for i in range(6)])
+        with mgr.use(model_id) as m:
+            batched = m.run(x)[0]
+        np.testing.assert_allclose(batched, single, atol=1e-5)
+        assert {s["id"]: s["batched"] for s in mgr.status()}[model_id]
+    finally:
+        mgr.close()
