@@ -91,3 +91,15 @@ def test_verify_exit_codes(env: Path, testdata: Path) -> None:
                                str(testdata / "faces/biden_1.jpg")])
     assert diff.exit_code == EXIT_NO_MATCH
     assert runner.invoke(app, ["verify", "a"]).exit_code == 2  # usage error
+
+
+def test_models_status_warms_critical_models(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACESOCIAL_DEVICE", "sim")
+    res = runner.invoke(app, ["models", "status", "--load", "w600k_mbf_folded", "--json"])
+    assert res.exit_code == EXIT_OK, res.output
+    body = json.loads(res.stdout)
+    st = {m["id"]: m for m in body["models"]}
+    assert st["yunet"]["state"] == "loaded" and st["yunet"]["zone"] == "critical"
+    assert st["antispoof_binary"]["device"] == "sim:0"
+    assert st["w600k_mbf_folded"]["zone"] == "high" and st["w600k_mbf_folded"]["batched"]
+    assert body["memory"]["zones"]["critical"]["used_mb"] > 0

@@ -38,8 +38,9 @@ app = typer.Typer(help="FaceSocial AI: self-hosted face analysis.", no_args_is_h
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Model catalog and store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-out = Console()
-err = Console(stderr=True)
+# rich assumes 80 columns when not on a terminal; tables read better wider in logs and pipes
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _settings() -> Settings:
@@ -148,6 +149,52 @@ def models_verify(ids: Annotated[list[str] | None, typer.Argument()] = None) -> 
         out.print(f"[{colour}]{'ok' if r.ok else 'BAD'}[/{colour}] {r.model_id}: {r.reason}")
         bad += not r.ok
     raise typer.Exit(EXIT_NO_MATCH if bad else EXIT_OK)
+
+
+@models_app.command("status")
+def models_status(
+    load: Annotated[list[str] | None, typer.Option("--load", help="also load these models")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What the model manager holds: device, zone, memory, state, hits, fallbacks.
+
+    In a fresh process this warms the critical models (as the service does at start) and any
+    --load models, then reports; a running service reports the same at /system/models.
+    """
+    from facesocial.models.catalog import Catalog
+    from facesocial.models.manager import ModelManager
+    from facesocial.models.store import ModelStore
+
+    settings = _settings()
+    catalog = Catalog.load()
+    manager = ModelManager(settings, catalog, ModelStore(settings, catalog))
+    try:
+        if settings.warm_critical:
+            manager.warm_up()
+        for model_id in load or []:
+            manager.load(model_id)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    status, vram = manager.status(), manager.vram()
+    manager.close()
+    if as_json:
+        out.print_json(json.dumps({"models": status, "memory": vram}))
+        return
+    device = vram["device"] or "none (CPU only)"
+    out.print(f"device: {device}  budget {vram['budget_mb']:.0f} MB  "
+              f"cpu {vram['cpu']['used_mb']:.0f}/{vram['cpu']['budget_mb']:.0f} MB")
+    for zone, z in vram["zones"].items():
+        out.print(f"  zone {zone:9s} {z['used_mb']:7.0f} / {z['budget_mb']:7.0f} MB")
+    table = Table()
+    for col in ("id", "zone", "state", "device", "est MB", "measured MB", "load ms", "hits",
+                "fallbacks", "batched"):
+        table.add_column(col)
+    for m in status:
+        table.add_row(m["id"], m["zone"], m["state"], str(m["device"] or "-"),
+                      f"{m['estimated_mb']:.0f}", str(m["measured_mb"] or "-"),
+                      f"{m['load_ms']:.0f}", str(m["hits"]), str(m["fallbacks"]),
+                      "yes" if m["batched"] else "no")
+    out.print(table)
 
 
 @models_app.command("import")
