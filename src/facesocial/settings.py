@@ -14,6 +14,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _default_data_dir() -> Path:
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "facesocial"
+
+
+DEFAULT_SECRET = "change-me-facesocial-dev-secret"
+
+
 def _default_model_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "facesocial" / "models"
@@ -60,6 +68,38 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=50_000_000, gt=0)
     min_image_side: int = Field(default=16, gt=0)
+
+    # --- service -------------------------------------------------------------
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = Field(default=None, description="default: SQLite in data_dir; "
+                                     "postgresql+psycopg://... for PostgreSQL + pgvector")
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = DEFAULT_SECRET
+    access_token_ttl_s: int = Field(default=900, gt=0)
+    refresh_token_ttl_s: int = Field(default=14 * 24 * 3600, gt=0)
+    admin_username: str | None = None  # first admin created at start when no user exists
+    admin_password: str | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    rate_limit_per_minute: int = Field(default=600, gt=0, description="per principal and "
+                                       "endpoint")
+    rate_limit_face_per_minute: int = Field(default=120, gt=0)
+    rate_limit_login_per_minute: int = Field(default=20, gt=0, description="per client address")
+    result_cache_size: int = Field(default=512, ge=0)
+    result_cache_ttl_s: int = Field(default=600, ge=0)
+    gallery_hnsw_min: int = Field(default=20000, gt=0, description="in-process index switches "
+                                  "from exact search to HNSW above this many faces per model")
+    recognize_top_k: int = Field(default=5, ge=1, le=100)
+    enrol_min_face_px: int = Field(default=48, ge=8)
+    enrol_min_quality: float = Field(default=0.0, ge=0.0, le=1.0)
+    enrol_require_live: bool = True
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir) / 'facesocial.db'}"
 
     # --- model choice --------------------------------------------------------
     detector: Literal["auto", "yunet", "scrfd_2.5g", "yolov8_face_lite_t", "dlib_hog"] = "auto"
