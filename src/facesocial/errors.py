@@ -7,6 +7,7 @@ place. Internal failures are not wrapped here: they stay bugs.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -104,3 +105,143 @@ class ModelLoadFailed(ModelError):
 class IncompatibleEmbeddings(InvalidInput):
     code = "incompatible_embeddings"
     status = 409
+
+
+# --- HTTP boundary -------------------------------------------------------------
+class MissingImage(InvalidInput):
+    code = "missing_image"
+
+
+class MalformedRequest(InvalidInput):
+    code = "malformed_request"
+
+
+class PayloadTooLarge(InvalidInput):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+    status = 415
+
+
+# --- configuration -----------------------------------------------------------
+class ConfigurationError(FaceSocialError):
+    """The service refuses to start with these settings (e.g. the default secret in production)."""
+
+    code = "configuration_error"
+    status = 500
+
+
+# --- authentication, authorisation, rate limits ------------------------------
+class _SubcodedError(FaceSocialError):
+    """An error whose stable ``code`` is shared by a family, told apart by ``subcode``."""
+
+    subcode: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["subcode"] = self.subcode
+        return out
+
+
+class Unauthorized(_SubcodedError):
+    """No valid credentials: the transport answers 401 (with ``WWW-Authenticate``)."""
+
+    code = "unauthorized"
+    status = 401
+    subcode = "unauthorized"
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong username or password, unknown or disabled user: one answer for all, on purpose."""
+
+    subcode = "invalid_credentials"
+
+
+class TokenInvalid(Unauthorized):
+    """Malformed token, bad signature, wrong secret, unknown refresh token."""
+
+    subcode = "token_invalid"
+
+
+class TokenWrongType(TokenInvalid):
+    """A well-signed token of another type (e.g. not an access token)."""
+
+    subcode = "token_wrong_type"
+
+
+class TokenExpired(Unauthorized):
+    subcode = "token_expired"
+
+
+class TokenRevoked(Unauthorized):
+    """A refresh token of a family that was logged out or revoked."""
+
+    subcode = "token_revoked"
+
+
+class TokenReused(TokenRevoked):
+    """An already-rotated refresh token came back: its whole family has just been revoked."""
+
+    subcode = "token_reused"
+
+
+class ApiKeyInvalid(Unauthorized):
+    """Unknown, malformed or revoked API key."""
+
+    subcode = "api_key_invalid"
+
+
+class Forbidden(_SubcodedError):
+    """Authenticated but not allowed: 403."""
+
+    code = "forbidden"
+    status = 403
+    subcode = "forbidden"
+
+
+class InsufficientScope(Forbidden):
+    subcode = "insufficient_scope"
+
+
+class InsufficientRole(Forbidden):
+    subcode = "insufficient_role"
+
+
+class RateLimited(FaceSocialError):
+    """Too many requests; ``retry_after`` (whole seconds, >= 1) is for ``Retry-After``."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float, **details: Any) -> None:
+        self.retry_after_s = max(0.0, float(retry_after))
+        self.retry_after = max(1, math.ceil(self.retry_after_s))
+        super().__init__(message, retry_after=self.retry_after, **details)
+
+
+# --- resources (gallery, users) ------------------------------------------------
+class NotFound(FaceSocialError):
+    """A named resource (identity, face, ...) does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(FaceSocialError):
+    """The request conflicts with the current state of the stored data."""
+
+    code = "conflict"
+    status = 409
+
+
+class NoGalleryForModel(Conflict):
+    """The gallery holds no face embedded by the query's model id and version.
+
+    Embeddings of different models are never compared; the details list which
+    models the gallery does hold, so the caller can pick a matching embedder.
+    """
+
+    code = "no_gallery_for_model"
