@@ -25,6 +25,7 @@ from facesocial.results import Analysis, Detections, Embedding, Face, Verificati
 from facesocial.runtime import ModelRef
 from facesocial.settings import Settings
 from facesocial.vision.image import DecodedImage, ImageLimits, decode_image, load_image
+from facesocial.vision.quality import assess_faces
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,15 @@ class Engine:
             self.load("antispoof_binary") if have_b else None,
             self.load("antispoof_print_replay") if have_pr else None, threshold=threshold))
 
-    def demographics(self) -> Any:
+    def demographics(self, name: str | None = None) -> Any:
+        """Cydral age + gender (pip-carried, default) or InsightFace genderage when asked."""
+        choice = name or self.settings.demographics_model
+        if choice == "genderage":
+            from facesocial.vision.genderage import GenderAgeEstimator
+
+            self.resolve("demographics", "genderage")  # installed, or a clear error
+            return self._adapter(("demo", "genderage"),
+                                 lambda: GenderAgeEstimator(self.load("genderage")))
         from facesocial.vision.demographics import DemographicsEstimator
 
         return self._adapter(("demo",), lambda: DemographicsEstimator(
@@ -205,7 +214,8 @@ class Engine:
         s = self.settings
         opts = dict(score_threshold=s.det_score_threshold, nms_iou=s.det_nms_iou,
                     max_side=s.det_max_side, tile_size=s.det_tile_size,
-                    min_face_size=s.min_face_size, max_faces=s.max_faces)
+                    min_face_size=s.min_face_size, max_faces=s.max_faces,
+                    tile_min_face=s.det_tile_min_face)
         opts.update({k: v for k, v in overrides.items() if v is not None})
         return detect_faces(self.detector(detector), rgb, **opts)
 
@@ -226,6 +236,9 @@ class Engine:
             dets = self.detect(rgb, detector, **det_overrides)
             timings["detect"] = (time.perf_counter() - t) * 1000
             if len(dets):
+                t = time.perf_counter()
+                per_face["quality"] = assess_faces(rgb, dets.boxes, dets.landmarks)
+                timings["quality"] = (time.perf_counter() - t) * 1000
                 spoof = self.antispoofer
                 for task, run in (("embed", lambda: self._embed(rgb, dets, embedder)),
                                   ("antispoof", lambda: spoof().predict(rgb, dets.boxes)),
@@ -252,6 +265,7 @@ class Engine:
                     liveness=per_face["antispoof"][i] if "antispoof" in per_face else None,
                     demographics=per_face.get("demographics", [None] * (i + 1))[i],
                     deepfake=per_face["deepfake"][i] if "deepfake" in per_face else None,
+                    quality=per_face["quality"][i] if "quality" in per_face else None,
                 ))
         timings["total"] = (time.perf_counter() - t0) * 1000
         return Analysis(width=w, height=h, faces=tuple(faces), tasks=task_list,

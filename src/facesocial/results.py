@@ -166,7 +166,7 @@ class Face:
     liveness: Liveness | None = None
     demographics: Demographics | None = None
     deepfake: Deepfake | None = None
-    quality: dict[str, Any] | None = None
+    quality: Any = None  # vision.quality.FaceQuality
 
     def to_dict(self, include_vector: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -175,7 +175,7 @@ class Face:
             "detector": self.detector.to_dict(),
         }
         if self.quality is not None:
-            d["quality"] = self.quality
+            d["quality"] = self.quality.to_dict()
         if self.embedding is not None:
             d["embedding"] = self.embedding.to_dict(include_vector)
         if self.liveness is not None:

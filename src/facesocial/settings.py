@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     load_timeout_s: float = Field(default=30.0, gt=0)
     model_concurrency: int = Field(default=2, ge=1, description="inferences at once per model")
     batching: bool = True
+    batching_on_cpu: bool = Field(default=False, description="micro-batch models placed on "
+                                  "CPU too; off by default: it measured slower on CPU")
     batch_max: int = Field(default=32, ge=1)
     batch_wait_ms: float = Field(default=2.0, ge=0)
     warm_critical: bool = True
@@ -93,8 +95,10 @@ class Settings(BaseSettings):
     gallery_hnsw_min: int = Field(default=20000, gt=0, description="in-process index switches "
                                   "from exact search to HNSW above this many faces per model")
     recognize_top_k: int = Field(default=5, ge=1, le=100)
-    enrol_min_face_px: int = Field(default=48, ge=8)
-    enrol_min_quality: float = Field(default=0.0, ge=0.0, le=1.0)
+    # enrolment floors from the CFP quality bands (vision/quality.py): faces >= 0.6 miss
+    # 0-1.1% of frontal probes, faces below 15-35%
+    enrol_min_face_px: int = Field(default=64, ge=8)
+    enrol_min_quality: float = Field(default=0.6, ge=0.0, le=1.0)
     enrol_require_live: bool = True
 
     @property
@@ -105,6 +109,7 @@ class Settings(BaseSettings):
     detector: Literal["auto", "yunet", "scrfd_2.5g", "yolov8_face_lite_t", "dlib_hog"] = "auto"
     embedder: str = Field(default="auto", description="'auto' picks the most accurate installed")
     deepfake_model: str = "meso4_deepfake"
+    demographics_model: Literal["cydral", "genderage"] = "cydral"
 
     # --- detection -----------------------------------------------------------
     det_score_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
@@ -112,6 +117,10 @@ class Settings(BaseSettings):
     det_max_side: int = Field(default=640, ge=64, description="long side of the full-image pass")
     det_tile_size: int = Field(default=640, ge=128)
     min_face_size: int = Field(default=0, ge=0, description="px; 0 = whatever the detector sees")
+    det_tile_min_face: int = Field(
+        default=40, ge=0, description="px; with min_face_size 0, large images are tiled only "
+        "as far as faces of this size need (about what face_recognition's default finds); "
+        "0 = tile to native resolution; results report the smallest face they can see")
     max_faces: int = Field(default=0, ge=0, description="0 = no cap; largest faces kept first")
 
     # --- other tasks ---------------------------------------------------------

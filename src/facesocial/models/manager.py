@@ -328,7 +328,9 @@ class ModelManager:
         if real_gpu:
             options = {"CUDAExecutionProvider": {
                 "device_id": self.settings.gpu_index,
-                "gpu_mem_limit": int(max(limit_mb * 2, 64) * MiB),
+                # the zone is the cap: activations at 640 px exceed any weights-based guess
+                "gpu_mem_limit": int(max(self.zone_budget[policy_for(spec).zone], limit_mb)
+                                     * MiB),
                 "arena_extend_strategy": "kSameAsRequested"}}
         model = self.sessions.create(spec, path, device="cuda" if real_gpu else CPU,
                                      provider_options=options)
@@ -353,6 +355,11 @@ class ModelManager:
         if entry.batcher is not None or not self.settings.batching or entry.model is None:
             return
         if entry.spec.task not in _BATCHED_TASKS or not _batch_independent(entry.model):
+            return
+        # Measured (bench/batching.py, BENCHMARKS.md): on CPU a face costs no less in a batch
+        # and one batch at a time loses to `model_concurrency` parallel calls (0.37-1.02x),
+        # so micro-batching serves device-placed models only.
+        if entry.placed == CPU and self.settings.batching_on_cpu is False:
             return
         model_id = entry.spec.id
         entry.batcher = MicroBatcher(

@@ -650,7 +650,7 @@ def _validate(rgb: object, score_threshold: float, nms_iou: float, max_side: int
 def detect_faces(detector: FaceDetector, rgb: np.ndarray, *, score_threshold: float = 0.6,
                  nms_iou: float = 0.3, max_side: int = 640, tile_size: int = 640,
                  min_face_size: float = 0, max_faces: int = 0,
-                 tiling: bool = True) -> Detections:
+                 tiling: bool = True, tile_min_face: float = 0) -> Detections:
     """Find faces in an RGB uint8 image; boxes and landmarks in its own pixels.
 
     Passes (see :func:`plan_detection`): a full-image pass on a copy whose long
@@ -665,7 +665,8 @@ def detect_faces(detector: FaceDetector, rgb: np.ndarray, *, score_threshold: fl
 
     All candidates go through ONE non-maximum suppression (``nms_iou``). Faces
     whose box's short side (before clipping) is below ``min_face_size`` are
-    dropped. The result is ordered largest box first (ties: higher score
+    dropped. ``tile_min_face`` (used when ``min_face_size`` is 0) limits how fine the
+    tiles go without filtering anything. The result is ordered largest box first (ties: higher score
     first), so ``max_faces`` (> 0) keeps the largest faces. Boxes are clipped to
     the image; landmarks are not. ``info`` reports the full-pass scale, the
     tiles run on all finer levels, the smallest face side the passes find
@@ -678,8 +679,11 @@ def detect_faces(detector: FaceDetector, rgb: np.ndarray, *, score_threshold: fl
     _validate(rgb, score_threshold, nms_iou, max_side, tile_size, min_face_size, max_faces)
     start = time.perf_counter()
     h, w = rgb.shape[:2]
+    # Planning floor: without an explicit min_face_size, tiles are run only as far as
+    # faces of `tile_min_face` need (full-resolution tiles on every large photo cost
+    # 4.5x the detection time for faces few callers want; bench/engine.py).
     plan = plan_detection(detector, w, h, max_side=max_side, tile_size=tile_size,
-                          min_face_size=min_face_size, tiling=tiling)
+                          min_face_size=min_face_size or tile_min_face, tiling=tiling)
     found = FaceCandidates.concat(
         [_run_level(detector, rgb, level, score_threshold) for level in plan.levels])
     found = found.select(nms(found.boxes, found.scores, nms_iou))
