@@ -29,6 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from facesocial.cli_eval import eval_app
 from facesocial.errors import FaceSocialError, InvalidInput, ModelError
 from facesocial.settings import Settings
 
@@ -38,6 +39,8 @@ app = typer.Typer(help="FaceSocial AI: self-hosted face analysis.", no_args_is_h
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Model catalog and store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval", help="Measure accuracy on labelled data (pairs, face "
+              "counts, liveness labels).")
 # rich assumes 80 columns when not on a terminal; tables read better wider in logs and pipes
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -336,6 +339,63 @@ def video(
         out.print(f"[bold]{result.verdict}[/bold] mean fake score {result.fake_score} over "
                   f"{len(result.frames)} sampled frames ({result.sample_fps:g} fps)")
     raise typer.Exit(EXIT_NO_MATCH if result.verdict == "fake" else EXIT_OK)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default FACESOCIAL_HOST (127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="default FACESOCIAL_PORT (8000)")] = None,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Run the HTTP service (uvicorn) on the embedded defaults or FACESOCIAL_* settings."""
+    import uvicorn
+
+    from facesocial.api.app import create_app
+    from facesocial.observability.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(log_level.upper())
+    try:
+        application = create_app(settings)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    uvicorn.run(application, host=host or settings.host, port=port or settings.port,
+                log_level=log_level, log_config=None, access_log=False)
+
+
+@app.command("users")
+def users_create(
+    action: Annotated[str, typer.Argument(help="create")],
+    username: Annotated[str, typer.Argument()],
+    admin: Annotated[bool, typer.Option("--admin", help="give the user the admin role")] = False,
+    role: Annotated[str, typer.Option(help="admin, user or service")] = "user",
+    password: Annotated[str | None, typer.Option(
+        help="default: read FACESOCIAL_NEW_PASSWORD or prompt")] = None,
+) -> None:
+    """Create a user in the service's database (the first admin: `users create NAME --admin`)."""
+    import os
+
+    from facesocial.db.session import make_engine, session_factory, upgrade
+    from facesocial.security.users import create_user
+
+    if action != "create":
+        err.print("[red]error[/red] only 'create' is supported")
+        raise typer.Exit(EXIT_USAGE)
+    settings = _settings()
+    secret = password or os.environ.get("FACESOCIAL_NEW_PASSWORD") or typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = make_engine(settings)
+    upgrade(db)
+    try:
+        with session_factory(db)() as session:
+            user = create_user(session, username, secret, "admin" if admin else role)
+            out.print(f"[green]created[/green] {user.username} ({user.role}) id={user.id}")
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.dispose()
 
 
 def main() -> None:

@@ -111,3 +111,36 @@ def threshold_at_bpcer(live_scores: np.ndarray, is_live: np.ndarray, bpcer: floa
     bona = np.sort(np.asarray(live_scores, np.float64)[np.asarray(is_live, bool)])
     k = int(np.floor(bpcer * len(bona)))
     return float(bona[min(k, len(bona) - 1)]) if len(bona) else 0.5
+
+
+def match_detections(truth: np.ndarray, detected: np.ndarray, scores: np.ndarray,
+                     iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy one-to-one matching of detected boxes to annotated (true) boxes.
+
+    Boxes are ``(n, 4)`` xyxy. Detections are taken in descending score order
+    (ties: earlier index first); each is matched to the still-unmatched true box
+    it overlaps most, if that IoU is at least ``iou``. A true box is matched at
+    most once, so duplicate detections of one face count as false detections.
+
+    Returns ``(truth_of_det, det_of_truth)``: for every detection the index of
+    the true box it matched (-1: a false detection), and for every true box the
+    index of the detection that found it (-1: missed).
+    """
+    from facesocial.vision.boxes import iou_matrix
+
+    truth = np.asarray(truth, np.float64).reshape(-1, 4)
+    detected = np.asarray(detected, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if len(scores) != len(detected):
+        raise ValueError(f"{len(detected)} detections but {len(scores)} scores")
+    truth_of_det = np.full(len(detected), -1, np.int64)
+    det_of_truth = np.full(len(truth), -1, np.int64)
+    if len(truth) == 0 or len(detected) == 0:
+        return truth_of_det, det_of_truth
+    overlap = iou_matrix(detected, truth).astype(np.float64)  # (dets, truth)
+    for d in np.argsort(-scores, kind="stable"):
+        row = np.where(det_of_truth < 0, overlap[d], -1.0)
+        t = int(np.argmax(row))
+        if row[t] >= iou:
+            truth_of_det[d], det_of_truth[t] = t, d
+    return truth_of_det, det_of_truth
