@@ -56,7 +56,8 @@ def model_home(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Pa
 
 @pytest.fixture(scope="session")
 def settings(model_home: Path) -> Settings:
-    return Settings(model_dir=model_home, model_mirror=None, intra_op_threads=2)
+    # one thread per session: tests run two xdist workers on two cores
+    return Settings(model_dir=model_home, model_mirror=None, intra_op_threads=1)
 
 
 @pytest.fixture(scope="session")

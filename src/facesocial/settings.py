@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="default: SQLite in data_dir; "
                                      "postgresql+psycopg://... for PostgreSQL + pgvector")
     redis_url: str | None = None
+    redis_prefix: str = Field(default="facesocial", pattern=r"^[A-Za-z0-9:_-]{1,64}$",
+                              description="namespace for every Redis key this service writes")
     host: str = "127.0.0.1"
     port: int = 8000
     secret_key: str = DEFAULT_SECRET

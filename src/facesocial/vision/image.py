@@ -78,6 +78,11 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
+def _looks_truncated(message: str) -> bool:
+    m = message.lower()
+    return "truncat" in m or "broken data stream" in m or "premature end" in m
+
+
 def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
     """Decode bytes into an RGB array, or raise a typed error."""
     limits = limits or ImageLimits()
@@ -97,6 +102,8 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLarge("the image claims too many pixels") from None
     except (OSError, ValueError, SyntaxError) as exc:
+        if _looks_truncated(str(exc)):
+            raise TruncatedImage(f"the image data is truncated: {exc}") from None
         raise InvalidImage(f"the image header could not be read: {exc}") from None
     with img:
         fmt = img.format or "unknown"
@@ -120,7 +127,7 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
             rgb = _to_rgb(oriented if oriented is not None else img)
         except (OSError, SyntaxError) as exc:
             msg = str(exc)
-            if "truncated" in msg or "broken" in msg or "premature" in msg.lower():
+            if _looks_truncated(msg):
                 raise TruncatedImage(f"the image data is truncated: {msg}") from None
             raise InvalidImage(f"the image could not be decoded: {msg}") from None
         except (ValueError, MemoryError, Image.DecompressionBombError) as exc:

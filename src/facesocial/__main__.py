@@ -1,0 +1,5 @@
+"""`python -m facesocial ...` runs the CLI."""
+
+from facesocial.cli import main
+
+main()

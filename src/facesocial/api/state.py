@@ -1,0 +1,107 @@
+"""Everything a running service holds, built once by the app factory and passed down.
+
+No module-level singletons: tests build their own state (and app) per case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from facesocial.api.cache import MemoryCache, RedisCache, ResultCache
+from facesocial.api.deps import Principal
+from facesocial.engine import FACE_TASKS, Engine
+from facesocial.observability.logging import request_id_var
+from facesocial.observability.metrics import HttpMetrics
+from facesocial.security import audit as audit_log
+from facesocial.security.ratelimit import RateLimiter, make_rate_limiter
+from facesocial.security.tokens import TokenService
+from facesocial.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, engine: Engine, db_engine: Any,
+                 sessions: sessionmaker[Session], gallery: Any,
+                 limiter: RateLimiter | None = None, cache: ResultCache | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.db_engine = db_engine
+        self._sessions = sessions
+        self.gallery = gallery
+        self.tokens = TokenService(settings)
+        self.limiter = limiter or make_rate_limiter(settings, prefix=f"{settings.redis_prefix}:rl")
+        self.cache: ResultCache = cache or (
+            RedisCache(settings.redis_url, settings.result_cache_ttl_s, settings.redis_prefix)
+            if settings.redis_url
+            else MemoryCache(settings.result_cache_size, settings.result_cache_ttl_s))
+        self.http_metrics = HttpMetrics()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    def audit(self, action: str, principal: Principal | None, target: str | None,
+              details: dict[str, Any], outcome: str = "ok") -> None:
+        """Audit rows never break the request they describe; failures are logged."""
+        try:
+            with self.session() as session:
+                audit_log.record(session, action, principal.id if principal else None, target,
+                                 request_id_var.get(), details, outcome)
+        except Exception:  # noqa: BLE001
+            log.exception("could not write audit event %s", action)
+
+    def model_versions(self, tasks: tuple[str, ...], detector: str | None,
+                       embedder: str | None) -> list[str]:
+        """Ids and versions of the models that would serve ``tasks`` (the cache key part)."""
+        e = self.engine
+        out = []
+        if any(t in FACE_TASKS for t in tasks):
+            d = e.resolve("face_detection", detector or e.settings.detector)
+            out.append(f"{d.id}@{d.version}")
+        if "embed" in tasks:
+            m = e.resolve("face_embedding", embedder or e.settings.embedder)
+            out.append(f"{m.id}@{m.version}")
+        for task, ids in (("antispoof", ("antispoof_binary", "antispoof_print_replay")),
+                          ("demographics", ("dlib_age", "dlib_gender")),
+                          ("deepfake", (e.settings.deepfake_model,)), ("objects", ("yolox_nano",))):
+            if task in tasks:
+                out.extend(f"{i}@{e.catalog.get(i).version}" for i in ids if e.installed(i))
+        # a reloaded file changes the version the manager reports
+        live = {s["id"]: s["version"] for s in e.manager.status() if s["version"]}
+        return [f"{x.split('@')[0]}@{live.get(x.split('@')[0], x.split('@')[1])}" for x in out]
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            with self.session() as session:
+                session.execute(text("SELECT 1"))
+            checks["database"] = {"ok": True, "backend": self.db_engine.dialect.name}
+        except Exception as exc:  # noqa: BLE001
+            checks["database"] = {"ok": False, "error": str(exc)[:200]}
+        if self.settings.redis_url:
+            try:
+                import redis
+
+                redis.Redis.from_url(self.settings.redis_url, socket_timeout=1.0).ping()
+                checks["redis"] = {"ok": True}
+            except Exception as exc:  # noqa: BLE001
+                checks["redis"] = {"ok": False, "error": str(exc)[:200]}
+        try:
+            det = self.engine.resolve("face_detection")
+            emb = self.engine.resolve("face_embedding")
+            checks["models"] = {"ok": True, "detector": det.id, "embedder": emb.id}
+        except Exception as exc:  # noqa: BLE001
+            checks["models"] = {"ok": False, "error": str(exc)[:200]}
+        return checks
+
+    def close(self) -> None:
+        self.engine.close()
+        self.db_engine.dispose()

@@ -1,0 +1,123 @@
+"""Request bodies that carry images: multipart uploads or JSON with base64 strings.
+
+Bodies are read with a byte limit before anything is parsed, so an oversized
+upload is refused (413) without being buffered whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from facesocial.errors import MalformedRequest, MissingImage, PayloadTooLarge, UnsupportedMediaType
+
+# multipart framing and base64 (4/3) overhead on top of the image limit
+_OVERHEAD = 64 * 1024
+
+
+@dataclass
+class Upload:
+    images: dict[str, bytes] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def image(self, name: str = "image") -> bytes:
+        if name not in self.images:
+            raise MissingImage(f"the request has no '{name}' image (multipart file field or "
+                               f"base64 JSON field '{name}')", field=name)
+        return self.images[name]
+
+
+def _limit(max_bytes: int, content_type: str) -> int:
+    if content_type.startswith("application/json"):
+        return max_bytes * 4 // 3 + _OVERHEAD
+    return max_bytes + _OVERHEAD
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}",
+                              limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body exceeds {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # noqa: SLF001 - lets starlette's form parser reuse what we read
+    return body
+
+
+def _decode_b64(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedRequest(f"'{name}' must be a base64 string", field=name)
+    if value.startswith("data:"):
+        value = value.split(",", 1)[-1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequest(f"'{name}' is not valid base64", field=name) from None
+
+
+async def read_upload(request: Request, max_bytes: int,
+                      image_fields: tuple[str, ...] = ("image",)) -> Upload:
+    """Images (by field name) and the other fields of a multipart or JSON body."""
+    ctype = request.headers.get("content-type", "").lower()
+    body = await _read_body(request, _limit(max_bytes, ctype))
+    up = Upload()
+    if ctype.startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=len(image_fields) + 8, max_fields=64,
+                                      max_part_size=max_bytes + _OVERHEAD)
+        except Exception as exc:  # noqa: BLE001 - starlette raises several untyped errors
+            raise MalformedRequest(f"the multipart body could not be parsed: {exc}") from None
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key in image_fields and key not in up.images:
+                    data = await value.read()
+                    if len(data) > max_bytes:
+                        raise PayloadTooLarge(f"'{key}' is {len(data)} bytes; the limit is "
+                                              f"{max_bytes}", field=key, limit=max_bytes)
+                    up.images[key] = data
+            else:
+                up.fields[key] = value
+        return up
+    if ctype.startswith("application/json"):
+        try:
+            doc = json.loads(body or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedRequest(f"the JSON body is malformed: {exc}") from None
+        if not isinstance(doc, dict):
+            raise MalformedRequest("the JSON body must be an object")
+        for key, value in doc.items():
+            if key in image_fields:
+                data = _decode_b64(key, value)
+                if len(data) > max_bytes:
+                    raise PayloadTooLarge(f"'{key}' is {len(data)} bytes; the limit is "
+                                          f"{max_bytes}", field=key, limit=max_bytes)
+                up.images[key] = data
+            else:
+                up.fields[key] = value
+        return up
+    raise UnsupportedMediaType("send multipart/form-data (file fields) or application/json "
+                               "(base64 fields)", content_type=ctype or None)
+
+
+def image_body_schema(image_fields: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI requestBody for endpoints that accept multipart or base64 JSON."""
+    multipart = {name: {"type": "string", "format": "binary"} for name in image_fields}
+    js = {name: {"type": "string", "format": "byte"} for name in image_fields}
+    props_mp = {**multipart, **{k: {"type": "string"} for k in extra}}
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": props_mp,
+                                           "required": list(image_fields)}},
+        "application/json": {"schema": {"type": "object", "properties": {**js, **extra},
+                                        "required": list(image_fields)}},
+    }}}
