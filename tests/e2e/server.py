@@ -59,9 +59,10 @@ class Server:
         return header
 
 
-def start_server(workdir: Path, model_home: Path, **env: str) -> Server:
+def start_server(workdir: Path, model_home: Path, data_dir: Path | None = None,
+                 **env: str) -> Server:
     port = free_port()
-    data = workdir / f"data-{port}"
+    data = data_dir or workdir / f"data-{port}"
     data.mkdir(parents=True, exist_ok=True)
     full = {**os.environ,
             "FACESOCIAL_MODEL_DIR": str(model_home), "FACESOCIAL_DATA_DIR": str(data),

@@ -121,3 +121,39 @@ def image_body_schema(image_fields: tuple[str, ...], extra: dict[str, Any]) -> d
         "application/json": {"schema": {"type": "object", "properties": {**js, **extra},
                                         "required": list(image_fields)}},
     }}}
+
+
+def int_field(fields: dict[str, Any], name: str, lo: int = 0, hi: int = 100_000) -> int | None:
+    """An optional integer form/JSON field, validated (400 malformed_request otherwise)."""
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise MalformedRequest(f"'{name}' must be an integer", field=name)
+    try:
+        number = int(value)
+    except ValueError:
+        raise MalformedRequest(f"'{name}' must be an integer", field=name) from None
+    if not lo <= number <= hi:
+        raise MalformedRequest(f"'{name}' must be in {lo}..{hi}", field=name)
+    return number
+
+
+def str_field(fields: dict[str, Any], name: str, max_len: int = 64) -> str | None:
+    """An optional short string field such as a model id."""
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise MalformedRequest(f"'{name}' must be a string of at most {max_len} characters",
+                               field=name)
+    return value
+
+
+def bool_field(fields: dict[str, Any], name: str) -> bool:
+    value = fields.get(name, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no", ""):
+        return value.lower() in ("1", "true", "yes")
+    raise MalformedRequest(f"'{name}' must be a boolean", field=name)

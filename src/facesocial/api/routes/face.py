@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from facesocial.api.cache import cache_key
 from facesocial.api.deps import AppState, Principal, app_state, require
-from facesocial.api.uploads import image_body_schema, read_upload
+from facesocial.api.uploads import image_body_schema, int_field, read_upload, str_field
 from facesocial.engine import estimate_fmr, parse_tasks
 from facesocial.errors import MalformedRequest, NoFaceFound, NoGalleryForModel
 from facesocial.gallery import repository as repo
@@ -41,37 +41,15 @@ def _tasks(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
     raise MalformedRequest("'tasks' must be a comma-separated string or a list")
 
 
-def _int_option(fields: dict[str, Any], name: str) -> int | None:
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise MalformedRequest(f"'{name}' must be an integer", field=name) from None
-    if number < 0 or number > 100_000:
-        raise MalformedRequest(f"'{name}' is out of range", field=name)
-    return number
-
-
-def _str_option(fields: dict[str, Any], name: str) -> str | None:
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > 64:
-        raise MalformedRequest(f"'{name}' must be a model id", field=name)
-    return value
-
-
 async def _analyze(request: Request, state: AppState, default: tuple[str, ...],
                    fixed: bool = False) -> dict[str, Any]:
     up = await read_upload(request, state.settings.max_upload_bytes)
     image = up.image()
     tasks = default if fixed else _tasks(up.fields.get("tasks"), default)
-    options = {"detector": _str_option(up.fields, "detector"),
-               "embedder": _str_option(up.fields, "embedder"),
-               "min_face_size": _int_option(up.fields, "min_face_size"),
-               "max_faces": _int_option(up.fields, "max_faces")}
+    options = {"detector": str_field(up.fields, "detector"),
+               "embedder": str_field(up.fields, "embedder"),
+               "min_face_size": int_field(up.fields, "min_face_size"),
+               "max_faces": int_field(up.fields, "max_faces")}
     engine = state.engine
     models = state.model_versions(tasks, options["detector"], options["embedder"])
     key = cache_key(image, tasks, options, models)
@@ -150,11 +128,11 @@ async def verify(request: Request, state: AppState = Depends(app_state),
     """1:1: two images (`image`, `image_b`), or an image against an enrolled identity."""
     up = await read_upload(request, state.settings.max_upload_bytes, ("image", "image_b"))
     image = up.image()
-    which = up.fields.get("threshold") or "default"
+    which = str_field(up.fields, "threshold") or "default"
     if which not in ("default", "strict"):
         raise MalformedRequest("'threshold' must be 'default' or 'strict'", field="threshold")
-    embedder = _str_option(up.fields, "embedder")
-    identity_id = up.fields.get("identity_id")
+    embedder = str_field(up.fields, "embedder")
+    identity_id = str_field(up.fields, "identity_id")
     engine = state.engine
     if identity_id is not None:
         if not isinstance(identity_id, str) or not identity_id:
@@ -180,11 +158,11 @@ async def recognize(request: Request, state: AppState = Depends(app_state),
     """1:N: every face in the image against the gallery; top-k, unknown under the threshold."""
     up = await read_upload(request, state.settings.max_upload_bytes)
     image = up.image()
-    top_k = _int_option(up.fields, "top_k") or state.settings.recognize_top_k
-    which = up.fields.get("threshold") or "default"
+    top_k = int_field(up.fields, "top_k", 1, 50) or state.settings.recognize_top_k
+    which = str_field(up.fields, "threshold") or "default"
     if which not in ("default", "strict"):
         raise MalformedRequest("'threshold' must be 'default' or 'strict'", field="threshold")
-    embedder = _str_option(up.fields, "embedder")
+    embedder = str_field(up.fields, "embedder")
 
     def run() -> dict[str, Any]:
         analysis = state.engine.analyze(image, ("detect", "embed"), embedder=embedder)

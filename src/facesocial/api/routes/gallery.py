@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from facesocial.api.deps import AppState, Principal, app_state, require
-from facesocial.api.uploads import image_body_schema, read_upload
+from facesocial.api.uploads import bool_field, image_body_schema, int_field, read_upload, str_field
 from facesocial.errors import FaceSocialError, InvalidInput, MalformedRequest, MissingImage
 from facesocial.gallery import repository as repo
 from facesocial.gallery.service import EnrolItem
@@ -207,10 +207,8 @@ async def enrol(identity_id: str, request: Request, state: AppState = Depends(ap
     images = [up.images[n] for n in names if n in up.images]
     if not images:
         raise MissingImage("send one or more images (multipart fields image, image1, ...)")
-    waive = str(up.fields.get("waive_liveness", "false")).lower() in ("1", "true", "yes")
-    embedder = up.fields.get("embedder") or None
-    if embedder is not None and not isinstance(embedder, str):
-        raise MalformedRequest("'embedder' must be a model id", field="embedder")
+    waive = bool_field(up.fields, "waive_liveness")
+    embedder = str_field(up.fields, "embedder")
     with state.session() as session:
         repo.get_identity(session, identity_id)  # 404 before any model work
 
@@ -252,10 +250,8 @@ async def search(request: Request, state: AppState = Depends(app_state),
     else:
         up = await read_upload(request, state.settings.max_upload_bytes)
     image = up.image()
-    top_k = int(up.fields.get("top_k") or state.settings.recognize_top_k)
-    if not 1 <= top_k <= 50:
-        raise MalformedRequest("'top_k' must be in 1..50", field="top_k")
-    embedder = up.fields.get("embedder") or None
+    top_k = int_field(up.fields, "top_k", 1, 50) or state.settings.recognize_top_k
+    embedder = str_field(up.fields, "embedder")
     probe = await run_in_threadpool(state.engine.embed_largest, image, embedder)
     hits = await run_in_threadpool(state.gallery.search, probe, top_k)
     state.audit("identify.search", principal, None, {"matches": len(hits)})
