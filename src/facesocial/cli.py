@@ -398,6 +398,48 @@ def users_create(
         db.dispose()
 
 
+gallery_app = typer.Typer(help="Gallery maintenance.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+
+
+@gallery_app.command("reindex")
+def gallery_reindex(
+    model: Annotated[str | None, typer.Option(help="the new embedding model (default: the "
+                                                  "engine's current default)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Explain what changing the default embedding model means for the stored gallery.
+
+    Embeddings of different models are never compared and images are never kept, so
+    faces of any other model must be re-enrolled from their source images; this
+    prints, per model, how many faces and identities that affects, and the steps.
+    """
+    from facesocial.db.session import make_engine, session_factory, upgrade
+    from facesocial.engine import Engine
+    from facesocial.gallery.service import Gallery
+
+    settings = _settings()
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        spec = Engine(settings).resolve("face_embedding", model or settings.embedder)
+        db = make_engine(settings)
+        upgrade(db)
+        plan = Gallery(session_factory(db), settings).reindex_plan((spec.id, spec.version))
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(plan.to_dict(), default=str))
+    else:
+        out.print(f"target embedding model: {spec.id} ({spec.version})")
+        for m in plan.models:
+            out.print(f"  {m.model_id} {m.model_version}: {m.faces} faces of {m.identities} "
+                      f"identities -> {m.action}")
+        for i, step in enumerate(plan.steps, 1):
+            out.print(f"{i}. {step}")
+    raise typer.Exit(EXIT_OK if plan.nothing_to_do else EXIT_NO_MATCH)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
