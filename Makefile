@@ -7,8 +7,11 @@ BIN := $(VENV)/bin
 MIRROR ?= $(firstword $(FACESOCIAL_MODEL_MIRROR) $(wildcard ../shared/models))
 SAMPLE ?= $(firstword $(wildcard ../shared/testdata/faces/group_kit_rose.jpg) tests/data/sample.jpg)
 XDIST ?= -n 2
+# first admin of a fresh database (development defaults; set your own)
+ADMIN_USER ?= admin
+ADMIN_PASSWORD ?= change-me-please
 
-.PHONY: setup models run test bench clean
+.PHONY: setup models run demo test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +25,10 @@ models: setup
 	$(BIN)/facesocial models pull $(if $(MIRROR),--from $(MIRROR))
 
 run: models
+	FACESOCIAL_ADMIN_USERNAME=$(ADMIN_USER) FACESOCIAL_ADMIN_PASSWORD=$(ADMIN_PASSWORD) \
+		$(BIN)/facesocial serve
+
+demo: models
 	$(BIN)/facesocial models list
 	$(BIN)/facesocial analyze $(SAMPLE) --tasks all
 
