@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +16,7 @@ from facesocial.vision.liveness import (
     preprocess_antispoof,
     square_crop,
 )
-
-Boxes = Callable[[np.ndarray], np.ndarray]
-
-
-@pytest.fixture(scope="module")
-def face_boxes(load_model, store) -> Boxes:
-    """rgb -> (n, 4) xyxy face boxes, largest first (YuNet at score 0.6)."""
-    try:
-        from facesocial.vision.detection import YuNetDetector, detect_faces
-    except ImportError:
-        return _opencv_yunet(store.path("yunet"))
-    detector = YuNetDetector(load_model("yunet"))
-    return lambda rgb: detect_faces(detector, rgb, score_threshold=0.6).boxes
-
-
-def _opencv_yunet(path: Path) -> Boxes:
-    import cv2
-
-    def boxes(rgb: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        det = cv2.FaceDetectorYN.create(str(path), "", (w, h), 0.6, 0.3, 5000)
-        _, faces = det.detect(np.ascontiguousarray(rgb[:, :, ::-1]))
-        if faces is None:
-            return np.zeros((0, 4), np.float32)
-        xyxy = faces[:, :4].copy()
-        xyxy[:, 2:] += xyxy[:, :2]
-        return xyxy[np.argsort(-(xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]))]
-
-    return boxes
+from tests.vision.conftest import Boxes
 
 
 @pytest.fixture(scope="module")

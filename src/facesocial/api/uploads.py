@@ -66,6 +66,13 @@ def _decode_b64(name: str, value: Any) -> bytes:
         raise MalformedRequest(f"'{name}' is not valid base64", field=name) from None
 
 
+def _within(name: str, data: bytes, max_bytes: int) -> bytes:
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"'{name}' is {len(data)} bytes; the limit is {max_bytes}",
+                              field=name, limit=max_bytes)
+    return data
+
+
 async def read_upload(request: Request, max_bytes: int,
                       image_fields: tuple[str, ...] = ("image",)) -> Upload:
     """Images (by field name) and the other fields of a multipart or JSON body."""
@@ -81,11 +88,7 @@ async def read_upload(request: Request, max_bytes: int,
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key in image_fields and key not in up.images:
-                    data = await value.read()
-                    if len(data) > max_bytes:
-                        raise PayloadTooLarge(f"'{key}' is {len(data)} bytes; the limit is "
-                                              f"{max_bytes}", field=key, limit=max_bytes)
-                    up.images[key] = data
+                    up.images[key] = _within(key, await value.read(), max_bytes)
             else:
                 up.fields[key] = value
         return up
@@ -98,11 +101,7 @@ async def read_upload(request: Request, max_bytes: int,
             raise MalformedRequest("the JSON body must be an object")
         for key, value in doc.items():
             if key in image_fields:
-                data = _decode_b64(key, value)
-                if len(data) > max_bytes:
-                    raise PayloadTooLarge(f"'{key}' is {len(data)} bytes; the limit is "
-                                          f"{max_bytes}", field=key, limit=max_bytes)
-                up.images[key] = data
+                up.images[key] = _within(key, _decode_b64(key, value), max_bytes)
             else:
                 up.fields[key] = value
         return up

@@ -24,19 +24,10 @@ log = logging.getLogger(__name__)
 REGISTRY = "derived.json"
 
 
-def read_registry(home: Path) -> dict[str, dict[str, Any]]:
-    path = home / REGISTRY
-    if not path.is_file():
-        return {}
-    try:
-        return dict(json.loads(path.read_text()))
-    except (ValueError, OSError):
-        log.warning("ignoring unreadable %s", path)
-        return {}
-
-
-def record(home: Path, model_id: str, file: Path, source_sha256: str, how: str) -> dict[str, Any]:
-    reg = read_registry(home)
+def record(store: ModelStore, model_id: str, file: Path, source_sha256: str,
+           how: str) -> dict[str, Any]:
+    home = store.home
+    reg = store.derived()
     reg[model_id] = {"file": file.name, "sha256": sha256_file(file),
                      "source_sha256": source_sha256, "transform": how}
     fd, tmp = tempfile.mkstemp(dir=home, prefix=".derived.", suffix=".json")
@@ -62,7 +53,7 @@ def ensure_derived(store: ModelStore) -> list[str]:
             raise ChecksumMismatch(f"source of '{spec.id}' fails its checksum", model=src_spec.id)
         dst = store.home / str(spec.file)
         n = fold_dynamic_quantization(src_path, dst)
-        rec = record(store.home, spec.id, dst, str(src_spec.sha256), f"fold_int8 ({n} ops)")
+        rec = record(store, spec.id, dst, str(src_spec.sha256), f"fold_int8 ({n} ops)")
         notes.append(f"{spec.id} from {src_spec.id}: {n} ops folded, sha256 {rec['sha256'][:12]}")
     return notes
 
@@ -83,5 +74,5 @@ def import_keras_meso4(store: ModelStore, model_id: str, h5: Path) -> Path:
     store.home.mkdir(parents=True, exist_ok=True)
     dst = store.home / str(spec.file)
     import_meso4(Path(h5), dst)
-    record(store.home, model_id, dst, h5_sha, "keras_h5_import")
+    record(store, model_id, dst, h5_sha, "keras_h5_import")
     return dst
