@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import cpu_model, dist_version, fmt, md_table  # noqa: F401
 
 from facesocial.models.catalog import Catalog
 from facesocial.models.manager import ModelManager
@@ -77,25 +78,8 @@ KERNEL_BATCHES_FULL = (1, 8, 32)
 
 
 # --------------------------------------------------------------------- helpers
-def fmt(x: float | None, nd: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def machine_info(command: str) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
 
     def version(dist: str) -> str:
         try:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import cpu_model, dist_version, fmt, md_table  # noqa: F401
 
 from facesocial.engine import Engine
 from facesocial.errors import ModelNotInstalled
@@ -96,25 +97,8 @@ def stats(values: list[float]) -> dict[str, float]:
             "p90": float(np.percentile(a, 90)), "mean": float(a.mean())}
 
 
-def fmt(x: float, nd: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def machine_info(command: str) -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
 
     def version(dist: str, mod: str) -> str:
         try:  # the installed distribution's version (face_recognition 1.3.0 says 1.2.3)
@@ -399,7 +383,7 @@ def run_comparison(engine: Engine, fr: Any, images: list[dict[str, Any]], fs_rep
         res = fs_out[rel]
         fs_boxes = np.array([f.box for f in res.faces], np.float64).reshape(-1, 4)
         locs, encs = fr_out[rel]
-        fr_raw = np.array([[l, t, r, b] for t, r, b, l in locs], np.float64).reshape(-1, 4)
+        fr_raw = np.array([[left, t, r, b] for t, r, b, left in locs], np.float64).reshape(-1, 4)
         fr_boxes = orient_boxes(fr_raw, im["orientation"], *im["raw_size"])
         k_fs, k_fr = largest(fs_boxes), largest(fr_boxes)
         rows[rel] = {
