@@ -5,8 +5,8 @@ model home or carried by a pip package), in catalog order:
 
 1. NVML free/used device memory is read, the model is loaded by a
    ``ModelManager`` built with ``Settings(device="cuda")`` (so through the
-   manager's own ``_build``: CUDA provider options ``gpu_mem_limit`` = 2 x
-   the charged footprint (at least 64 MiB) and ``arena_extend_strategy``
+   manager's own ``_build``: CUDA provider options ``gpu_mem_limit`` = the
+   model's zone budget (at least its charged footprint) and ``arena_extend_strategy``
    ``kSameAsRequested``, warm-up, NVML measurement), and NVML is read again;
 2. the manager's ``measured_mb`` (NVML growth across session creation and
    warm-up), the NVML free-memory drop, and the catalog estimate
@@ -309,7 +309,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                                "policy_estimated_mb": pol.estimated_mb,
                                "batch_dependent": bool(spec.extra.get("batch_dependent", False))}
         # the manager's arena cap on a first load: charged = the estimate (nothing measured yet)
-        row["arena_cap_mb_expected"] = max(pol.estimated_mb * 2, 64)
+        row["arena_cap_mb_expected"] = max(mgr.zone_budget[pol.zone], pol.estimated_mb)
         gc.collect()
         free0 = dev.free_mb()
         try:
@@ -396,8 +396,8 @@ def run(args: argparse.Namespace, command: str) -> int:
                     "notes"], table))
     print("\n/s = input rows (images or faces) per second; 'fixed' = the model's batch "
           "dimension is fixed at 1; arena cap = the gpu_mem_limit the CUDA session got "
-          "(in brackets: the manager's rule, 2 x estimate, >= 64 MiB, where no CUDA session "
-          "reported one)")
+          "(in brackets: the manager's rule, the model's zone budget and at least its "
+          "estimate, where no CUDA session reported one)")
     if dry:
         print("DRY RUN: 'measured' is process RSS growth and the drops are the simulated "
               "device's accounting; no GPU was used.")
