@@ -94,8 +94,11 @@ class Settings(BaseSettings):
     rate_limit_login_per_minute: int = Field(default=20, gt=0, description="per client address")
     result_cache_size: int = Field(default=512, ge=0)
     result_cache_ttl_s: int = Field(default=600, ge=0)
-    gallery_hnsw_min: int = Field(default=20000, gt=0, description="in-process index switches "
-                                  "from exact search to HNSW above this many faces per model")
+    # exact search is one matrix product (~16 ms at 20k, ~80 ms at 100k faces here); the HNSW
+    # graph took 74 s to build at start for 50k faces and searched barely faster (bench/search.py)
+    gallery_hnsw_min: int = Field(default=200_000, gt=0, description="in-process index "
+                                  "switches from exact search to HNSW above this many faces "
+                                  "per model")
     recognize_top_k: int = Field(default=5, ge=1, le=100)
     # enrolment floors from the CFP quality bands (vision/quality.py): faces >= 0.6 miss
     # 0-1.1% of frontal probes, faces below 15-35%

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.server import Server, start_server
-from tests.gallery.conftest import _pg_database, pg_admin_url  # noqa: F401 - fixture reuse
+from tests.gallery.conftest import _create_database, pg_admin_url  # noqa: F401 - fixture reuse
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +26,9 @@ def gallery_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
                    model_home: Path) -> Iterator[Server]:
     """The service on SQLite (in-process index) and on PostgreSQL + pgvector."""
     env: dict[str, str] = {}
-    dbs = None
     if request.param == "postgresql":
-        admin_url = request.getfixturevalue("pg_admin_url")
-        dbs = _pg_database(admin_url)
-        env["FACESOCIAL_DATABASE_URL"] = next(dbs)
+        # a fresh database in the session's private server (deleted with it at the end)
+        env["FACESOCIAL_DATABASE_URL"] = _create_database(request.getfixturevalue("pg_admin_url"))
     srv = start_server(tmp_path_factory.mktemp(f"gal-{request.param}"), model_home, **env)
     yield srv
     srv.stop()
-    if dbs is not None:
-        try:
-            next(dbs, None)  # drop the per-module database
-        except Exception as exc:  # noqa: BLE001 - the whole server is deleted at session end
-            warnings.warn(f"could not drop the test database: {exc}", stacklevel=1)

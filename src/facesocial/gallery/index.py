@@ -37,6 +37,9 @@ HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 1024
 HNSW_DTYPE = "i8"
 HNSW_OVERSAMPLE = 2  # graph candidates per requested hit, re-ranked exactly
+# below this many vectors per insert, the graph is built by one thread: deterministic (the
+# same graph, the same recall, run after run) and, for small batches, no slower
+HNSW_PARALLEL_ADD_MIN = 50_000
 REBUILD_TOMBSTONE_RATIO = 0.5  # rebuild the graph when this share of it was removed
 
 
@@ -101,15 +104,17 @@ class VectorIndex:
             return {f: (self._owners[i], self._vecs[i].copy()) for f, i in self._pos.items()}
 
     # ------------------------------------------------------------- mutation
-    def _check(self, vec: np.ndarray) -> np.ndarray:
-        v = np.asarray(vec, np.float32).reshape(-1)
-        if v.shape[0] != self.dim:
-            raise IncompatibleEmbeddings(f"index holds {self.dim}-d vectors, got {v.shape[0]}-d",
-                                         dim=self.dim, got=int(v.shape[0]))
-        n = float(np.linalg.norm(v))
-        if not np.isfinite(n) or n < 1e-6:
-            raise ValueError("vector must be finite and non-zero")
-        return v / np.float32(n)
+    def _checked(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 rows, L2-normalised; raises before anything changes."""
+        v = np.asarray(vectors, np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            got = int(v.shape[-1]) if v.ndim else 0
+            raise IncompatibleEmbeddings(f"index holds {self.dim}-d vectors, got {got}-d",
+                                         dim=self.dim, got=got)
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        if not np.all(np.isfinite(norms)) or np.any(norms < 1e-6):
+            raise ValueError("vectors must be finite and non-zero")
+        return v / norms
 
     def add(self, face_id: str, identity_id: str, vec: np.ndarray) -> None:
         """Add (or replace) one face."""
@@ -120,8 +125,10 @@ class VectorIndex:
         """Add (or replace) several faces at once; the graph is built or extended once."""
         if not face_ids:
             return
+        if len(set(face_ids)) != len(face_ids):
+            raise ValueError("duplicate face ids in one batch")
         vectors = np.asarray(vectors, np.float32).reshape(len(face_ids), -1)
-        checked = np.stack([self._check(v) for v in vectors])  # all-or-nothing
+        checked = self._checked(vectors)  # all-or-nothing
         with self._lock:
             for fid in face_ids:
                 if fid in self._pos:
@@ -219,7 +226,9 @@ class VectorIndex:
         for fid, key in zip(face_ids, keys.tolist(), strict=True):
             self._key_of[fid] = key
             self._face_of_key[key] = fid
-        self._hnsw.add(keys, np.ascontiguousarray(vectors, np.float32))  # type: ignore[attr-defined]
+        threads = 0 if len(face_ids) >= HNSW_PARALLEL_ADD_MIN else 1  # 0: all cores
+        self._hnsw.add(keys, np.ascontiguousarray(vectors, np.float32),  # type: ignore[attr-defined]
+                       threads=threads)
 
     # --------------------------------------------------------------- search
     def search(self, queries: np.ndarray, k: int) -> list[list[FaceHit]]:

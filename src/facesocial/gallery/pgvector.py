@@ -31,9 +31,16 @@ from facesocial.gallery.repository import check_model_token
 
 log = logging.getLogger(__name__)
 
+# Measured recall@10 against exact search, synthetic 512-d galleries (identity centre + noise,
+# cosine 0.7), pgvector 0.8, 2 busy CPU cores:
+#   3000 faces, 3 per identity, m 16, ef_search 400:   1.000, 3.5 ms/query
+#   20000 faces, 2 per identity, m 16, ef_search 400:  0.887, 13 ms/query
+#   20000 faces, 2 per identity, m 16, ef_search 1000: 0.992, 44 ms/query
+# (what HNSW misses there are near-orthogonal impostors ranked after the identity's own
+# faces; the top-1 identity was right in every case).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
-EF_SEARCH = 400  # candidates per query; pgvector allows 1..1000
+EF_SEARCH = 1000  # candidates per query; pgvector allows 1..1000
 EF_SEARCH_MAX = 1000
 INDEX_PREFIX = "ix_faces_hnsw_"
 

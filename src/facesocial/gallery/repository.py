@@ -9,13 +9,15 @@ SQLite and PostgreSQL. Vector search lives elsewhere (``index``, ``pgvector``);
 from __future__ import annotations
 
 import enum
+import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, and_, cast, delete, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from facesocial.db.models import Face, Identity, utcnow
@@ -151,16 +153,49 @@ def face_counts(session: Session, identity_ids: list[str]) -> dict[str, int]:
     return dict(rows)
 
 
-def _meta_condition(key: str, value: MetaValue) -> Any:
+def _meta_candidates(value: MetaValue) -> list[MetaValue]:
+    """The JSON values a filter value stands for: a string from a query string may
+    mean the string itself, a number or a boolean."""
+    if isinstance(value, (bool, int, float)):
+        return [value]
+    text_value = str(value)
+    out: list[MetaValue] = [text_value]
+    try:
+        number = float(text_value)
+    except ValueError:
+        number = None
+    if number is not None and math.isfinite(number):
+        out.append(int(number) if number.is_integer() else number)
+    if text_value.lower() in ("true", "false"):
+        out.append(text_value.lower() == "true")
+    return out
+
+
+def _meta_condition(dialect: str, key: str, value: MetaValue) -> Any:
+    """``metadata[key] == value``, typed: "3" matches 3 and "3", "true" matches true."""
     if not _META_KEY.match(key):
         raise InvalidInput("metadata keys in filters must be 1-64 letters, digits, '_' or '-'",
                            key=key)
-    field = Identity.meta[key]
-    if isinstance(value, bool):
-        return field.as_boolean() == value
-    if isinstance(value, (int, float)):
-        return field.as_float() == float(value)
-    return field.as_string() == str(value)
+    candidates = _meta_candidates(value)
+    if dialect == "postgresql":  # jsonb containment compares typed JSON values
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return or_(*[Identity.meta.op("@>")(cast(literal(json.dumps({key: c})), JSONB))
+                     for c in candidates])
+    if dialect == "sqlite":
+        path = f'$."{key}"'  # key is [A-Za-z0-9_-]: safe inside the JSON path
+        jtype = func.json_type(Identity.meta, path)
+        jval = func.json_extract(Identity.meta, path)
+        conds = []
+        for c in candidates:
+            if isinstance(c, bool):
+                conds.append(jtype == ("true" if c else "false"))
+            elif isinstance(c, (int, float)):
+                conds.append(and_(jtype.in_(("integer", "real")), jval == c))
+            else:
+                conds.append(and_(jtype == "text", jval == c))
+        return or_(*conds)
+    return Identity.meta[key].as_string() == str(value)
 
 
 def list_identities(session: Session, *, offset: int = 0, limit: int = 50,
@@ -170,7 +205,8 @@ def list_identities(session: Session, *, offset: int = 0, limit: int = 50,
 
     ``name_contains`` is a case-insensitive substring (wildcards in it are
     literal); ``meta`` keeps identities whose metadata has every ``key=value``
-    (strings compare as strings, numbers as numbers, booleans as booleans).
+    (a string value also matches the number or boolean it spells, so filters
+    taken from a query string find ``{"n": 3}`` with ``n=3``).
     """
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"offset must be >= 0 and limit in 1..{MAX_PAGE}", offset=offset,
@@ -178,8 +214,9 @@ def list_identities(session: Session, *, offset: int = 0, limit: int = 50,
     conds: list[Any] = []
     if name_contains:
         conds.append(Identity.name.icontains(name_contains, autoescape=True))
+    dialect = session.get_bind().dialect.name
     for key, value in (meta or {}).items():
-        conds.append(_meta_condition(key, value))
+        conds.append(_meta_condition(dialect, key, value))
     total = session.scalar(select(func.count()).select_from(Identity).where(*conds)) or 0
     items = list(session.scalars(select(Identity).where(*conds)
                                  .order_by(Identity.created_at, Identity.id)

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from sqlalchemy import func, select
@@ -46,6 +46,10 @@ from facesocial.recognition import assign_identities, template_scores
 from facesocial.results import Embedding
 from facesocial.runtime import ModelRef
 from facesocial.settings import Settings
+
+if TYPE_CHECKING:
+    from facesocial.gallery.pgvector import PgVectorSearch
+    from facesocial.models.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +251,7 @@ class Gallery:
     """
 
     def __init__(self, session_factory: sessionmaker[Session], settings: Settings,
-                 backend: Backend = "auto", *, catalog: Any | None = None) -> None:
+                 backend: Backend = "auto", *, catalog: Catalog | None = None) -> None:
         self._sf = session_factory
         self.settings = settings
         self._catalog = catalog
@@ -264,7 +268,7 @@ class Gallery:
             raise ValueError("the pgvector backend needs PostgreSQL")
         self.backend: str = backend
         self._index: GalleryIndex | None = None
-        self._pg: Any = None
+        self._pg: PgVectorSearch | None = None
         if backend == "pgvector":
             from facesocial.gallery.pgvector import PgVectorSearch
 
@@ -384,7 +388,7 @@ class Gallery:
                     out: list[EnrolledFace] = []
                     for it, vec, sha in prepared:
                         face, outcome = repo.add_face(
-    s, identity_id, embedding=vec, model_id=it.embedding.model.id,
+                            s, identity_id, embedding=vec, model_id=it.embedding.model.id,
                             model_version=it.embedding.model.version, quality=it.quality,
                             image_sha256=sha)
                         if any(d.face.id == face.id for d in out):  # same image twice in one call
@@ -403,12 +407,12 @@ class Gallery:
             return
         with self._read() as s:
             vectors = dict(s.execute(select(Face.id, Face.embedding).where(
-    Face.id.in_([d.face.id for d in done]))).all())
+                Face.id.in_([d.face.id for d in done]))).all())
         try:
             for d in done:
-                if d.outcome is AddOutcome.EXISTING and d.face.id in \
-                        (self._index.get(d.face.model_key) or ()):
-                    continue
+                idx = self._index.get(d.face.model_key)
+                if d.outcome is AddOutcome.EXISTING and idx is not None and d.face.id in idx:
+                    continue  # already searchable (a repeat)
                 if d.outcome is AddOutcome.REPLACED:
                     self._index.remove_face(d.face.id)
                 self._index.add(d.face.model_key, d.face.id, d.face.identity_id,
@@ -418,6 +422,8 @@ class Gallery:
             self.refresh()
 
     def _ensure_pg_index(self, key: ModelKey, dim: int) -> None:
+        if self._pg is None:
+            return
         try:
             self._pg.ensure_index(key, dim)
         except Exception:  # the index only speeds search up; a sequential scan is still right
@@ -453,7 +459,7 @@ class Gallery:
         held = [{"id": c.model_id, "version": c.model_version, "faces": c.faces}
                 for c in repo.model_counts(s)]
         return NoGalleryForModel(
-    f"the gallery holds no faces embedded by {model.id}@{model.version}; enrol with "
+            f"the gallery holds no faces embedded by {model.id}@{model.version}; enrol with "
             "that model or search with one the gallery holds", model=model.to_dict(),
             gallery_models=held)
 
@@ -465,6 +471,7 @@ class Gallery:
             if idx is None:
                 raise self._gallery_missing(s, model)
             return idx.search(q, kf)
+        assert self._pg is not None
         dim = self._pg_dim(s, model)
         return self._pg.search(s, key, dim, q, kf)
 
@@ -484,7 +491,7 @@ class Gallery:
             dim = self._pg_dim(s, model)
         if dim != got:
             raise IncompatibleEmbeddings(
-    f"{model.id}@{model.version} gallery embeddings are {dim}-d, the query is "
+                f"{model.id}@{model.version} gallery embeddings are {dim}-d, the query is "
                 f"{got}-d", model=model.to_dict(), dim=dim, got=got)
 
     def _top_identities(self, s: Session, model: ModelRef, q: np.ndarray,
@@ -666,6 +673,7 @@ class Gallery:
         return report
 
     def _check_pg(self) -> ConsistencyReport:
+        assert self._pg is not None
         report = ConsistencyReport(backend="pgvector")
         with self._read() as s:
             counts = repo.model_counts(s)
@@ -719,7 +727,7 @@ class Gallery:
             steps = (f"Nothing to re-enrol: every face is already embedded by {name}.",)
         else:
             steps = (
-    f"Install the new model: `facesocial models pull {target[0]}`.",
+                f"Install the new model: `facesocial models pull {target[0]}`.",
                 f"Re-enrol {todo_total} identities that have no face embedded by {name} from "
                 f"their source images, with {name} (images are not kept: each face's "
                 "image_sha256 identifies its source file). Enrolling is idempotent, so an "
@@ -732,6 +740,13 @@ class Gallery:
                 + ", ".join(f"{m.model_id}@{m.model_version} ({m.faces} faces)"
                             for m in models if m.action == "re-enrol") + ".",
             )
+            same_id = [f"{m.model_id}@{m.model_version}" for m in models
+                       if m.action == "re-enrol" and m.model_id == target[0]]
+            if same_id:
+                steps += (f"Same model id, new version ({', '.join(same_id)}): a face is unique "
+                          "per (identity, model id, image), so re-enrolling an image replaces "
+                          "its old-version face in place and old-version searches stop finding "
+                          "it; re-enrol in a maintenance window, or switch first.",)
             if self.backend == "pgvector":
                 steps += ("PostgreSQL: the new model's HNSW index is created by the first "
                           "enrolment or search; purge_model drops the old one.",)

@@ -21,6 +21,7 @@ from facesocial.vision.quality import enrolment_problems
 
 router = APIRouter(prefix="/gallery", tags=["gallery"])
 MAX_ENROL_IMAGES = 10
+MAX_OFFSET = 1_000_000_000  # database integers; deeper paging is not a real use
 
 
 class ExpectedOneFace(InvalidInput):
@@ -97,7 +98,8 @@ def create_identity(body: IdentityIn, state: AppState = Depends(app_state),
 
 
 @router.get("/identities")
-def list_identities(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=200),
+def list_identities(offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                    limit: int = Query(50, ge=1, le=200),
                     name: str | None = Query(None, max_length=256),
                     meta: list[str] = Query(default_factory=list,
                                             description="key=value filters"),
@@ -145,7 +147,7 @@ def delete_identity(identity_id: str, state: AppState = Depends(app_state),
 
 
 @router.get("/identities/{identity_id}/faces")
-def list_faces(identity_id: str, offset: int = Query(0, ge=0),
+def list_faces(identity_id: str, offset: int = Query(0, ge=0, le=MAX_OFFSET),
                limit: int = Query(50, ge=1, le=200), state: AppState = Depends(app_state),
                _: Principal = Depends(require("gallery"))) -> dict[str, Any]:
     with state.session() as session:
