@@ -80,6 +80,7 @@ def main() -> None:
     catalog = json.loads(CATALOG.read_text())
     for model in args.models:
         emb = embed_all(engine, model, files)
+        version = engine.embed_largest(CFP / files[0], embedder=model).model.version
         keys = [f for f in files if f in emb]
         X = np.stack([emb[k] for k in keys]).astype(np.float32)
         P = np.array([k.split("/")[1] for k in keys])
@@ -89,7 +90,7 @@ def main() -> None:
         same = P[iu[0]] == P[iu[1]]
         imp, gen = scores[~same], scores[same]
         t3, t4 = threshold_at_fmr(imp, 1e-3), threshold_at_fmr(imp, 1e-4)
-        print(f"\n{model}: {len(keys)}/{len(files)} photos with a face; "
+        print(f"\n{model} ({version}): {len(keys)}/{len(files)} photos with a face; "
               f"{len(imp)} impostor and {len(gen)} genuine pairs")
         print(f"  FMR 1e-3 -> threshold {t3:.4f}: FNMR {fnmr_at(gen, t3):.4f}")
         print(f"  FMR 1e-4 -> threshold {t4:.4f}: FNMR {fnmr_at(gen, t4):.4f}")
@@ -108,15 +109,16 @@ def main() -> None:
         entry["thresholds"] = {
             "default": round(t3, 4), "default_fmr": 1e-3,
             "strict": round(t4, 4), "strict_fmr": 1e-4,
-            "calibration": (f"CFP dev set ({len(keys)} photos of 150 people, frontal and profile): "
+            "calibration": (f"pipeline {version}; CFP dev set ({len(keys)} photos of 150 people, "
+                            f"frontal and profile): "
                             f"all {len(imp)} impostor pairs; FNMR over {len(gen)} genuine pairs "
                             f"{fnmr_at(gen, t3):.3f} at default, {fnmr_at(gen, t4):.3f} at strict; "
                             f"bench/calibrate_verify.py"),
             "fmr_curve": [[round(s, 5), float(f"{r:.3g}")] for s, r in fmr_curve(imp)],
         }
-    if args.write:
-        CATALOG.write_text(json.dumps(catalog, indent=1) + "\n")
-        print(f"\nwrote thresholds into {CATALOG}")
+        if args.write:  # after each model, so a long run keeps what it finished
+            CATALOG.write_text(json.dumps(catalog, indent=1) + "\n")
+            print(f"  wrote {model}'s thresholds into {CATALOG}")
 
 
 if __name__ == "__main__":
