@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from _common import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,13 +117,7 @@ def versions() -> str:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+    return cpu_model()
 
 
 def main() -> None:
