@@ -25,7 +25,6 @@ from facesocial.results import Analysis, Detections, Embedding, Face, Verificati
 from facesocial.runtime import ModelRef
 from facesocial.settings import Settings
 from facesocial.vision.detection import detect_faces
-from facesocial.vision.embedding import ArcFaceEmbedder
 from facesocial.vision.image import DecodedImage, ImageLimits, decode_image, load_image
 from facesocial.vision.landmarks import MAX_SIDE, refine_landmarks
 from facesocial.vision.quality import assess_faces
@@ -152,9 +151,20 @@ class Engine:
             if spec.family == "dlib_resnet":
                 return DlibResNetEmbedder(self.store.path(spec.id),
                                           self.store.path("dlib_shape5"), self._ref(spec))
-            return ArcFaceEmbedder(self.load(spec.id))
+            return ArcFaceEmbedder(self.load(spec.id), flip_tta=self.settings.embed_flip)
 
         return self._adapter(("emb", spec.id), build)
+
+    def _refines_landmarks(self) -> bool:
+        return self.settings.embed_refine_landmarks and self.installed("scrfd_2.5g")
+
+    def pipeline_suffix(self, embedder_id: str) -> str:
+        """What the recognition pipeline adds to an embedding model's version (ArcFace
+        family only): '.lm' for refined landmarks, '.flip' for flip TTA."""
+        if self.catalog.get(embedder_id).family != "arcface":
+            return ""
+        return ((".lm" if self._refines_landmarks() else "")
+                + (".flip" if self.settings.embed_flip else ""))
 
     def antispoofer(self) -> Any:
         from facesocial.vision.liveness import AntiSpoofer
@@ -259,16 +269,17 @@ class Engine:
             timings["objects"] = (time.perf_counter() - t) * 1000
         faces: list[Face] = []
         if dets is not None:
+            none: list[Any] = [None] * len(dets)  # a task not run: no result for any face
             for i in range(len(dets)):
                 faces.append(Face(
                     index=i, box=tuple(float(v) for v in dets.boxes[i]),  # type: ignore[arg-type]
                     score=float(dets.scores[i]), landmarks=dets.landmarks[i],
                     detector=dets.model,
-                    embedding=per_face["embed"][i] if "embed" in per_face else None,
-                    liveness=per_face["antispoof"][i] if "antispoof" in per_face else None,
-                    demographics=per_face.get("demographics", [None] * (i + 1))[i],
-                    deepfake=per_face["deepfake"][i] if "deepfake" in per_face else None,
-                    quality=per_face["quality"][i] if "quality" in per_face else None,
+                    embedding=per_face.get("embed", none)[i],
+                    liveness=per_face.get("antispoof", none)[i],
+                    demographics=per_face.get("demographics", none)[i],
+                    deepfake=per_face.get("deepfake", none)[i],
+                    quality=per_face.get("quality", none)[i],
                 ))
         timings["total"] = (time.perf_counter() - t0) * 1000
         return Analysis(width=w, height=h, faces=tuple(faces), tasks=task_list,
@@ -277,19 +288,15 @@ class Engine:
 
     def _embed(self, rgb: np.ndarray, dets: Detections, embedder: str | None) -> list[Embedding]:
         emb = self.embedder(embedder)
-        landmarks, ref, flipped = dets.landmarks, emb.model, False
-        if isinstance(emb, ArcFaceEmbedder):
-            flipped = self.settings.embed_flip
-            refine = self.settings.embed_refine_landmarks and self.installed("scrfd_2.5g")
-            if refine:
-                scrfd = self.detector("scrfd_2.5g")
-                landmarks = refine_landmarks(rgb, dets, lambda crop: detect_faces(
-                    scrfd, crop, score_threshold=0.1, max_side=MAX_SIDE, tiling=False))
-            emb.flip_tta = self.settings.embed_flip
-            suffix = (".lm" if refine else "") + (".flip" if self.settings.embed_flip else "")
-            ref = ModelRef(ref.id, ref.version + suffix, ref.device)
+        ref, landmarks = emb.model, dets.landmarks
+        suffix = self.pipeline_suffix(ref.id)
+        if ".lm" in suffix:
+            scrfd = self.detector("scrfd_2.5g")
+            landmarks = refine_landmarks(rgb, dets, lambda crop: detect_faces(
+                scrfd, crop, score_threshold=0.1, max_side=MAX_SIDE, tiling=False))
+        ref = ModelRef(ref.id, ref.version + suffix, ref.device)
         vecs = emb.embed(rgb, landmarks, dets.boxes)
-        return [Embedding(vector=v, model=ref, flipped_tta=flipped) for v in vecs]
+        return [Embedding(vector=v, model=ref, flipped_tta=".flip" in suffix) for v in vecs]
 
     def embed_largest(self, image: ImageInput, embedder: str | None = None,
                       detector: str | None = None) -> Embedding:

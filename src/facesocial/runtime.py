@@ -9,7 +9,6 @@ really runs on, so every result can name its model id, version and device.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,11 +72,10 @@ def _device_of(providers: list[str]) -> str:
 
 
 class SessionFactory:
-    """Builds ONNX Runtime sessions from settings. Thread-safe."""
+    """Builds ONNX Runtime sessions from settings (stateless, so thread-safe)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._lock = threading.Lock()
 
     def providers(self, device: str | None = None) -> list[str]:
         import onnxruntime as ort

@@ -60,23 +60,25 @@ class ServiceState:
 
     def model_versions(self, tasks: tuple[str, ...], detector: str | None,
                        embedder: str | None) -> list[str]:
-        """Ids and versions of the models that would serve ``tasks`` (the cache key part)."""
+        """``id@version`` of the models that would serve ``tasks`` (the cache key part):
+        the version the manager runs (a reload changes it), plus the embedding pipeline."""
         e = self.engine
-        out = []
+        ids: list[str] = []
         if any(t in FACE_TASKS for t in tasks):
-            d = e.resolve("face_detection", detector or e.settings.detector)
-            out.append(f"{d.id}@{d.version}")
-        if "embed" in tasks:
-            m = e.resolve("face_embedding", embedder or e.settings.embedder)
-            out.append(f"{m.id}@{m.version}")
-        for task, ids in (("antispoof", ("antispoof_binary", "antispoof_print_replay")),
-                          ("demographics", ("dlib_age", "dlib_gender")),
-                          ("deepfake", (e.settings.deepfake_model,)), ("objects", ("yolox_nano",))):
+            ids.append(e.resolve("face_detection", detector or e.settings.detector).id)
+        emb = e.resolve("face_embedding", embedder or e.settings.embedder).id \
+            if "embed" in tasks else None
+        if emb:
+            ids.append(emb)
+        for task, names in (("antispoof", ("antispoof_binary", "antispoof_print_replay")),
+                            ("demographics", ("dlib_age", "dlib_gender")),
+                            ("deepfake", (e.settings.deepfake_model,)),
+                            ("objects", ("yolox_nano",))):
             if task in tasks:
-                out.extend(f"{i}@{e.catalog.get(i).version}" for i in ids if e.installed(i))
-        # a reloaded file changes the version the manager reports
+                ids.extend(i for i in names if e.installed(i))
         live = {s["id"]: s["version"] for s in e.manager.status() if s["version"]}
-        return [f"{x.split('@')[0]}@{live.get(x.split('@')[0], x.split('@')[1])}" for x in out]
+        return [f"{i}@{live.get(i, e.catalog.get(i).version)}"
+                + (e.pipeline_suffix(i) if i == emb else "") for i in ids]
 
     def readiness(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {}

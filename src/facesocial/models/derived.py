@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from facesocial.errors import ChecksumMismatch, InvalidInput
-from facesocial.models.store import ModelStore, sha256_file
+from facesocial.models.store import DERIVED_REGISTRY, ModelStore, sha256_file
 
 log = logging.getLogger(__name__)
 
-REGISTRY = "derived.json"
 
 
 def record(store: ModelStore, model_id: str, file: Path, source_sha256: str,
@@ -33,7 +32,7 @@ def record(store: ModelStore, model_id: str, file: Path, source_sha256: str,
     fd, tmp = tempfile.mkstemp(dir=home, prefix=".derived.", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(reg, f, indent=1)
-    os.replace(tmp, home / REGISTRY)
+    os.replace(tmp, home / DERIVED_REGISTRY)
     return reg[model_id]
 
 

@@ -304,7 +304,7 @@ class ModelManager:
         entry.load_ms = ms
         entry.last_use = time.monotonic()
         self._setup_batcher(entry)
-        self.metrics.loads.labels(entry.spec.id, self._device_label(placed)).inc()
+        self.metrics.loads.labels(entry.spec.id, placed).inc()
         self._update_memory_metrics()
         self._cond.notify_all()
 
@@ -492,8 +492,6 @@ class ModelManager:
             old, entry.model = entry.model, new
             entry.loads += 1
             entry.load_ms = ms
-            if entry.batcher is not None:  # the batcher calls through the manager: nothing to swap
-                pass
             log.info("reloaded %s: %s -> %s", model_id, old.version if old else None, new.version)
             self._cond.notify_all()
             return self._status(entry)
@@ -529,9 +527,6 @@ class ModelManager:
                     self._evict(e, reason="shutdown")
 
     # ----------------------------------------------------------------- status
-    def _device_label(self, placed: str) -> str:
-        return CPU if placed == CPU else placed
-
     def _status(self, e: _Entry) -> dict[str, Any]:
         return {
             "id": e.spec.id, "task": e.spec.task, "zone": e.policy.zone,

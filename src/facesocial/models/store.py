@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int | None], None]
 
 _CHUNK = 1 << 20
+DERIVED_REGISTRY = "derived.json"  # locally derived files: {model id: file, sha256, source}
 
 
 def sha256_file(path: Path) -> str:
@@ -112,7 +113,7 @@ class ModelStore:
 
     def derived(self) -> dict[str, dict[str, str]]:
         """The model home's record of locally derived files (see models.derived)."""
-        path = self.home / "derived.json"
+        path = self.home / DERIVED_REGISTRY
         if not path.is_file():
             return {}
         try:

@@ -25,6 +25,7 @@ from facesocial.errors import (
     UnsupportedImageFormat,
 )
 
+_EXIF_ORIENTATION = 0x0112
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
 
 
@@ -121,9 +122,8 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
         try:
             img.seek(0)
             img.load()
+            applied = img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
             oriented = ImageOps.exif_transpose(img)
-            applied = oriented is not img and oriented.size != img.size or \
-                img.getexif().get(0x0112, 1) not in (1, None)
             rgb = _to_rgb(oriented if oriented is not None else img)
         except (OSError, SyntaxError) as exc:
             msg = str(exc)
@@ -132,7 +132,7 @@ def decode_image(data: bytes, limits: ImageLimits | None = None) -> DecodedImage
             raise InvalidImage(f"the image could not be decoded: {msg}") from None
         except (ValueError, MemoryError, Image.DecompressionBombError) as exc:
             raise InvalidImage(f"the image could not be decoded: {exc}") from None
-    return DecodedImage(rgb=rgb, format=fmt, frames=frames, orientation_applied=bool(applied))
+    return DecodedImage(rgb=rgb, format=fmt, frames=frames, orientation_applied=applied)
 
 
 def load_image(path: str | Path, limits: ImageLimits | None = None) -> DecodedImage:

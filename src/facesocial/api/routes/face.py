@@ -135,8 +135,6 @@ async def verify(request: Request, state: AppState = Depends(app_state),
     identity_id = str_field(up.fields, "identity_id")
     engine = state.engine
     if identity_id is not None:
-        if not isinstance(identity_id, str) or not identity_id:
-            raise MalformedRequest("'identity_id' must be a string", field="identity_id")
         probe = await run_in_threadpool(engine.embed_largest, image, embedder)
         result = await run_in_threadpool(_verify_identity, state, identity_id, probe, which)
         state.audit("identify.verify", principal, identity_id,

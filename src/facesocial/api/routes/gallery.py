@@ -12,7 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from facesocial.api.deps import AppState, Principal, app_state, require
 from facesocial.api.uploads import bool_field, image_body_schema, int_field, read_upload, str_field
-from facesocial.errors import FaceSocialError, InvalidInput, MalformedRequest, MissingImage
+from facesocial.errors import (
+    FaceSocialError,
+    InvalidInput,
+    MalformedRequest,
+    MissingImage,
+    NotFound,
+)
 from facesocial.gallery import repository as repo
 from facesocial.gallery.service import EnrolItem
 from facesocial.results import Embedding
@@ -163,8 +169,6 @@ def delete_face(identity_id: str, face_id: str, state: AppState = Depends(app_st
     with state.session() as session:
         face = repo.get_face(session, face_id)
         if face.identity_id != identity_id:
-            from facesocial.errors import NotFound
-
             raise NotFound(f"identity '{identity_id}' has no face '{face_id}'")
     state.gallery.delete_face(face_id)
     state.audit("gallery.face.delete", principal, face_id, {"identity_id": identity_id})
