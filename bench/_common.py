@@ -33,3 +33,14 @@ def dist_version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def print_run_header(info: dict[str, Any], command: str) -> None:
+    """The machine, date, versions and command lines every report starts with."""
+    print(f"- machine: {info['cpu']}, {info['cores_usable']} usable cores "
+          f"({info['cores_online']} online); load average at start "
+          f"{', '.join(f'{x:.2f}' for x in info['loadavg_start'])}")
+    print(f"- date: {info['date_utc']}")
+    print("- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+          + f", Python {info['python']}")
+    print(f"- command: `{command}`")

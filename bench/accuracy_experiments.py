@@ -189,6 +189,7 @@ def _refined_cache(cfp: Cfp, detector: str) -> dict[str, np.ndarray]:
     the SCRFD face with the highest IoU (>= 0.3) to the box gives the landmarks;
     none found keeps <det>'s own. This is what a product can do on any photo."""
     from facesocial.vision.boxes import iou_matrix
+    from facesocial.vision.landmarks import square_context
 
     path = CACHE / f"acc_det_{detector}.npz"
     if path.is_file():
@@ -200,25 +201,12 @@ def _refined_cache(cfp: Cfp, detector: str) -> dict[str, np.ndarray]:
     refined = np.zeros(len(lms), bool)
     last, rgb = -1, None
     t0 = time.perf_counter()
-    import cv2
-
     for r in range(len(lms)):
         f = int(base["row_file"][r])
         if f != last:
             rgb, last = eng.image(CFP / cfp.files[f]), f
-        x1, y1, x2, y2 = (float(v) for v in base["boxes"][r])
-        side = max(8, int(round(REFINE_CONTEXT * max(x2 - x1, y2 - y1))))
-        left, top = int(round((x1 + x2 - side) / 2)), int(round((y1 + y2 - side) / 2))
-        h, w = rgb.shape[:2]
-        canvas = np.zeros((side, side, 3), np.uint8)
-        sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
-        if sx1 > sx0 and sy1 > sy0:
-            canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = rgb[sy0:sy1, sx0:sx1]
-        k = min(1.0, REFINE_MAX_SIDE / side)
-        if k < 1.0:
-            canvas = cv2.resize(canvas, (round(side * k), round(side * k)),
-                                interpolation=cv2.INTER_AREA)
-        k = canvas.shape[0] / side
+        canvas, k, (left, top) = square_context(rgb, base["boxes"][r], REFINE_CONTEXT,
+                                                REFINE_MAX_SIDE)
         dets = eng.detect(canvas, "scrfd_2.5g", score_threshold=DET_FLOOR)
         if len(dets):
             box_c = (base["boxes"][r] - np.array([left, top, left, top])) * k

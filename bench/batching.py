@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import cpu_model, dist_version, fmt, md_table  # noqa: F401
+from _common import cpu_model, dist_version, fmt, md_table, print_run_header  # noqa: F401
 
 from facesocial.models.catalog import Catalog
 from facesocial.models.manager import ModelManager
@@ -307,13 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = [("off", False, 0.0)] + [(f"on w={w:g}ms", True, w) for w in waits]
 
     print("# facesocial micro-batching benchmark\n")
-    print(f"- machine: {info['cpu']}, {info['cores_usable']} usable cores "
-          f"({info['cores_online']} online); load average at start "
-          f"{', '.join(f'{x:.2f}' for x in info['loadavg_start'])}")
-    print(f"- date: {info['date_utc']}")
-    print("- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-          + f", Python {info['python']}")
-    print(f"- command: `{command}`")
+    print_run_header(info, command)
     print(f"- inputs: {input_note}")
     print(f"- manager: device cpu, ONNX Runtime intra-op threads {args.threads}, "
           f"model_concurrency {concurrency}, batch_max {batch_max}; {duration:g} s of sending "

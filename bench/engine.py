@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import cpu_model, dist_version, fmt, md_table  # noqa: F401
+from _common import cpu_model, dist_version, fmt, md_table, print_run_header  # noqa: F401
 
 from facesocial.engine import Engine
 from facesocial.errors import ModelNotInstalled
@@ -613,13 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# skipping {mid}: {exc}", file=sys.stderr)
 
     print("# facesocial engine benchmark\n")
-    print(f"- machine: {info['cpu']}, {info['cores_usable']} usable cores "
-          f"({info['cores_online']} online); load average at start "
-          f"{', '.join(f'{x:.2f}' for x in info['loadavg_start'])}")
-    print(f"- date: {info['date_utc']}")
-    print("- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-          + f", Python {info['python']}")
-    print(f"- command: `{command}`")
+    print_run_header(info, command)
     print(f"- models: detector {engine.detector().ref.id}, embedder {default_emb.model.id}; "
           f"ONNX Runtime intra-op threads {args.threads}; model home {engine.settings.model_dir}")
     print(f"- images: {len(images)} ({sum(i['group'] == 'faces' for i in images)} faces/, "

@@ -34,8 +34,7 @@ def square_context(rgb: np.ndarray, box: np.ndarray, context: float = CONTEXT,
     if sx1 > sx0 and sy1 > sy0:
         canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = rgb[sy0:sy1, sx0:sx1]
     if side > max_side:
-        n = int(round(side * max_side / side))
-        canvas = cv2.resize(canvas, (n, n), interpolation=cv2.INTER_AREA)
+        canvas = cv2.resize(canvas, (max_side, max_side), interpolation=cv2.INTER_AREA)
     return canvas, canvas.shape[0] / side, (left, top)
 
 
