@@ -67,6 +67,27 @@ class NoFaceFound(InvalidInput):
     status = 422
 
 
+class ExpectedOneFace(InvalidInput):
+    """Enrolment needs exactly one face in each image."""
+
+    code = "expected_one_face"
+    status = 422
+
+
+class LowQualityFace(InvalidInput):
+    """The face is too small or too poor to enrol; details carry the reasons."""
+
+    code = "low_quality_face"
+    status = 422
+
+
+class SpoofDetected(InvalidInput):
+    """The anti-spoofing verdict refused the face."""
+
+    code = "spoof_detected"
+    status = 422
+
+
 class UnknownTask(InvalidInput):
     code = "unknown_task"
 

@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from facesocial.api.deps import AppState, Principal, app_state, require
 from facesocial.api.uploads import bool_field, image_body_schema, int_field, read_upload, str_field
 from facesocial.errors import (
+    ExpectedOneFace,
     FaceSocialError,
-    InvalidInput,
+    LowQualityFace,
     MalformedRequest,
     MissingImage,
     NotFound,
+    SpoofDetected,
 )
 from facesocial.gallery import repository as repo
 from facesocial.gallery.service import EnrolItem
@@ -28,21 +30,6 @@ from facesocial.vision.quality import enrolment_problems
 router = APIRouter(prefix="/gallery", tags=["gallery"])
 MAX_ENROL_IMAGES = 10
 MAX_OFFSET = 1_000_000_000  # database integers; deeper paging is not a real use
-
-
-class ExpectedOneFace(InvalidInput):
-    code = "expected_one_face"
-    status = 422
-
-
-class LowQualityFace(InvalidInput):
-    code = "low_quality_face"
-    status = 422
-
-
-class SpoofDetected(InvalidInput):
-    code = "spoof_detected"
-    status = 422
 
 
 class IdentityIn(BaseModel):
