@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +384,44 @@ def test_two_writers_race_on_the_same_image(make_gallery: Callable[..., Gallery]
     assert len({r.face.id for r in results}) == 1  # type: ignore[attr-defined]
     assert sorted(r.outcome.value for r in results) == ["created", "existing"]  # type: ignore[attr-defined]
     assert first.list_faces(identity_id=ident.id).total == 1
+
+
+def test_a_second_process_sees_writes_through_the_change_log(engine: Engine,
+                                                              tmp_path: Path) -> None:
+    """Two Gallery objects with their own database engines stand for two processes (an API
+    process and a batch worker): what one writes, the other's search finds, and deletions
+    disappear, with the in-process index (SQLite) replaying the change log."""
+    settings = Settings(data_dir=tmp_path, database_url=str(engine.url))
+    other_engine = engine_for_url(engine.url)
+    try:
+        writer = Gallery(session_factory(engine), settings)
+        reader = Gallery(session_factory(other_engine), settings)
+        rng = np.random.default_rng(21)
+        centres = _enrol_people(writer, rng, n=6, per=2)
+        for iid, c in centres.items():
+            assert reader.search(emb(near(rng, c, 0.8)), k=1)[0].identity_id == iid
+        gone, kept = list(centres)[:2], list(centres)[2:]
+        writer.delete_identity(gone[0])
+        face = writer.list_faces(identity_id=gone[1]).items[0]
+        writer.delete_face(face.id)
+        hits = reader.search(emb(near(rng, centres[gone[0]], 0.8)), k=6)
+        assert gone[0] not in {m.identity_id for m in hits}
+        assert face.id not in {m.face_id for m in
+                               reader.search(emb(near(rng, centres[gone[1]], 0.8)), k=6)}
+        assert reader.consistency_check().ok
+        # a reader far behind a pruned log rebuilds instead of missing changes
+        c = unit(rng)
+        ident = writer.create_identity("late")
+        writer.enrol(ident.id, [item(c, "late/1")])
+        with session_factory(engine).begin() as s:
+            assert repo.prune_changes(s, repo.utcnow() + timedelta(days=1)) > 0
+        writer.enrol(ident.id, [item(near(rng, c, 0.9), "late/2")])  # a new change, after a gap
+        if reader.backend == "memory":
+            assert reader.sync() == -1  # rebuilt from the database
+        assert reader.search(emb(c), k=1)[0].identity_id == ident.id
+        assert reader.consistency_check().ok
+        assert reader.stats() == writer.stats()
+        assert {m.identity_id for m in reader.search(emb(unit(rng)), k=10)} == {*kept, ident.id,
+                                                                                gone[1]}
+    finally:
+        other_engine.dispose()

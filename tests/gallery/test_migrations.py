@@ -12,7 +12,9 @@ from facesocial.db.models import Base
 from facesocial.db.session import current_revision, engine_for_url, make_engine, upgrade
 from facesocial.settings import Settings
 
-TABLES = {"users", "refresh_tokens", "api_keys", "identities", "faces", "audit_log"}
+TABLES = {"users", "refresh_tokens", "api_keys", "identities", "faces", "audit_log", "jobs",
+          "job_items", "gallery_changes"}
+HEAD = "0002"
 
 
 def test_upgrade_empty_then_idempotent(db_url: str) -> None:
@@ -21,9 +23,9 @@ def test_upgrade_empty_then_idempotent(db_url: str) -> None:
         assert current_revision(eng) is None
         upgrade(db_url)  # from a URL string
         assert TABLES <= set(inspect(eng).get_table_names())
-        assert current_revision(eng) == "0001"
+        assert current_revision(eng) == HEAD
         upgrade(eng)  # again, from an engine: nothing to do, nothing breaks
-        assert current_revision(eng) == "0001"
+        assert current_revision(eng) == HEAD
         with eng.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], diff  # the migration builds exactly what db/models.py declares

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, cast, delete, func, literal, or_, select
+from sqlalchemy import Select, and_, cast, delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
-from facesocial.db.models import Face, Identity, utcnow
+from facesocial.db.models import Face, GalleryChange, Identity, utcnow
 from facesocial.errors import IncompatibleEmbeddings, InvalidInput, NotFound
 
 MAX_PAGE = 500
@@ -132,6 +132,12 @@ def get_identity(session: Session, identity_id: str, *, for_update: bool = False
         raise NotFound(f"identity '{identity_id}' not found", resource="identity",
                        id=identity_id)
     return ident
+
+
+def find_identity_by_name(session: Session, name: str) -> Identity | None:
+    """The oldest identity with exactly this name (None: there is none)."""
+    return session.scalars(select(Identity).where(Identity.name == name)
+                           .order_by(Identity.created_at, Identity.id).limit(1)).first()
 
 
 def identity_names(session: Session, identity_ids: list[str]) -> dict[str, str]:
@@ -249,6 +255,7 @@ def delete_identity(session: Session, identity_id: str) -> list[FaceRef]:
     nosync = {"synchronize_session": False}
     session.execute(delete(Face).where(Face.identity_id == identity_id), execution_options=nosync)
     session.execute(delete(Identity).where(Identity.id == identity_id), execution_options=nosync)
+    log_changes(session, [f.face_id for f in faces])
     session.expire_all()
     return faces
 
@@ -295,12 +302,14 @@ def add_face(session: Session, identity_id: str, *, embedding: Any, model_id: st
         existing.quality = None if quality is None else float(quality)
         existing.created_at = utcnow()
         session.flush()
+        log_changes(session, [existing.id])
         return existing, AddOutcome.REPLACED
     face = Face(identity_id=identity_id, model_id=model_id, model_version=model_version,
                 dim=int(vec.shape[0]), embedding=vec,
                 quality=None if quality is None else float(quality), image_sha256=sha)
     session.add(face)
     session.flush()
+    log_changes(session, [face.id])
     return face, AddOutcome.CREATED
 
 
@@ -345,6 +354,7 @@ def delete_face(session: Session, face_id: str) -> FaceRef:
     ref = FaceRef.of(face)
     session.delete(face)
     session.flush()
+    log_changes(session, [ref.face_id])
     return ref
 
 
@@ -356,6 +366,7 @@ def delete_model_faces(session: Session, model_id: str, model_version: str) -> l
     session.execute(delete(Face).where(Face.model_id == model_id,
                                        Face.model_version == model_version),
                     execution_options={"synchronize_session": False})
+    log_changes(session, [f.face_id for f in faces])
     session.expire_all()
     return faces
 
@@ -432,3 +443,50 @@ def identities_without_model(session: Session, model_id: str, model_version: str
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt)), int(total)
+
+
+# ---------------------------------------------------------------- change log
+def log_changes(session: Session, face_ids: list[str]) -> None:
+    """Record that these faces were written or deleted, in this transaction.
+
+    Processes holding an in-process index replay the log (:func:`changes_since`)
+    to pick up writes made by other processes (workers, other API processes).
+    """
+    ids = list(dict.fromkeys(face_ids))
+    now = utcnow()
+    for i in range(0, len(ids), 1000):
+        session.execute(insert(GalleryChange), [{"face_id": f, "at": now}
+                                                for f in ids[i:i + 1000]])
+
+
+def change_bounds(session: Session) -> tuple[int, int]:
+    """(oldest, newest) sequence number in the change log; (0, 0) when it is empty."""
+    lo, hi = session.execute(select(func.min(GalleryChange.seq),
+                                    func.max(GalleryChange.seq))).one()
+    return int(lo or 0), int(hi or 0)
+
+
+def changes_since(session: Session, seq: int, limit: int) -> list[tuple[int, str]]:
+    """(seq, face id) of the changes after ``seq``, oldest first, at most ``limit``."""
+    rows = session.execute(select(GalleryChange.seq, GalleryChange.face_id)
+                           .where(GalleryChange.seq > seq).order_by(GalleryChange.seq)
+                           .limit(limit))
+    return [(int(s), f) for s, f in rows]
+
+
+def face_rows(session: Session, face_ids: list[str],
+              ) -> dict[str, tuple[str, str, str, np.ndarray]]:
+    """face id -> (identity id, model id, version, vector) for the faces that exist."""
+    out: dict[str, tuple[str, str, str, np.ndarray]] = {}
+    for i in range(0, len(face_ids), 500):
+        for fid, iid, mid, ver, vec in session.execute(
+                select(Face.id, Face.identity_id, Face.model_id, Face.model_version,
+                       Face.embedding).where(Face.id.in_(face_ids[i:i + 500]))):
+            out[fid] = (iid, mid, ver, vec)
+    return out
+
+
+def prune_changes(session: Session, before: Any) -> int:
+    """Forget changes recorded before ``before``; readers that had not seen them rebuild."""
+    result = session.execute(delete(GalleryChange).where(GalleryChange.at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -4,7 +4,9 @@
 keeps the vector search in step with it, in one place:
 
 * backend ``"memory"`` (default on SQLite): an in-process :class:`GalleryIndex`
-  rebuilt from the database at start and updated after every committed write;
+  rebuilt from the database at start and kept in step by replaying the
+  ``gallery_changes`` log before each search and after each write, so faces
+  enrolled by other processes (batch workers, other API processes) are found;
 * backend ``"pgvector"`` (default on PostgreSQL): the ``faces`` table is the
   index (per-model partial HNSW indexes, :mod:`facesocial.gallery.pgvector`).
 
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 Backend = Literal["auto", "memory", "pgvector"]
 MAX_FACE_CANDIDATES = 16384  # face hits examined per query to collect k distinct identities
 VECTOR_ATOL = 1e-5
+SYNC_MAX_CHANGES = 50_000  # a longer backlog is replayed by rebuilding the index
 
 
 # ------------------------------------------------------------------- results
@@ -246,8 +249,9 @@ class Gallery:
     """Identities, enrolled faces and 1:N search, with DB and index kept in step.
 
     ``session_factory`` is a :func:`facesocial.db.session.session_factory`
-    (the schema must be migrated). Thread-safe. The in-process backend assumes
-    this process is the only writer of the gallery (see :meth:`refresh`).
+    (the schema must be migrated). Thread-safe. The in-process backend follows
+    writes of other processes through the change log (see :meth:`sync`); it relies
+    on writers committing in log order, which SQLite guarantees.
     """
 
     def __init__(self, session_factory: sessionmaker[Session], settings: Settings,
@@ -268,6 +272,7 @@ class Gallery:
             raise ValueError("the pgvector backend needs PostgreSQL")
         self.backend: str = backend
         self._index: GalleryIndex | None = None
+        self._seen_seq = 0  # last gallery_changes row replayed into the in-process index
         self._pg: PgVectorSearch | None = None
         if backend == "pgvector":
             from facesocial.gallery.pgvector import PgVectorSearch
@@ -288,7 +293,54 @@ class Gallery:
         if self.backend != "memory":
             return
         with self._write_lock, self._read() as s:
+            # the log position first: a write landing during the load is replayed again
+            # later, which is harmless (replay is an upsert per face)
+            _oldest, newest = repo.change_bounds(s)
             self._index = GalleryIndex.from_repository(s, self.settings.gallery_hnsw_min)
+            self._seen_seq = newest
+
+    def sync(self) -> int:
+        """Bring the in-process index up to date with writes made by any process.
+
+        Replays the ``gallery_changes`` log after the last position seen: each
+        touched face is dropped from the index and, if it still exists, added
+        back with its stored vector and model. SQLite serialises writers, so the
+        log's order is the commit order. Returns the number of faces replayed;
+        rebuilds the whole index when the log was pruned past our position or
+        the backlog is large. No-op for pgvector (the table is the index).
+        """
+        if self._index is None:
+            return 0
+        with self._write_lock:
+            with self._read() as s:
+                oldest, newest = repo.change_bounds(s)
+                if newest == self._seen_seq:
+                    return 0
+                if newest < self._seen_seq or (oldest and oldest > self._seen_seq + 1):
+                    stale = True  # the log was reset or pruned past what we saw
+                else:
+                    changes = repo.changes_since(s, self._seen_seq, SYNC_MAX_CHANGES + 1)
+                    stale = len(changes) > SYNC_MAX_CHANGES
+            if stale:
+                log.info("gallery index: change log moved past our position; rebuilding")
+                self.refresh()
+                return -1
+            touched = list(dict.fromkeys(f for _seq, f in changes))
+            with self._read() as s:
+                rows = repo.face_rows(s, touched)
+            try:
+                for fid in touched:
+                    self._index.remove_face(fid)
+                    row = rows.get(fid)
+                    if row is not None:
+                        iid, mid, ver, vec = row
+                        self._index.add((mid, ver), fid, iid, vec)
+            except Exception:
+                log.exception("index replay failed; rebuilding from the database")
+                self.refresh()
+                return -1
+            self._seen_seq = changes[-1][0]
+            return len(touched)
 
     @property
     def index(self) -> GalleryIndex | None:
@@ -334,8 +386,7 @@ class Gallery:
         with self._write_lock:
             with self._sf.begin() as s:
                 refs = repo.delete_identity(s, identity_id)
-            if self._index is not None:
-                self._index.remove_identity(identity_id)
+            self.sync()
         log.info("identity %s deleted with %d faces", identity_id, len(refs))
         return len(refs)
 
@@ -372,7 +423,7 @@ class Gallery:
                              repo.check_sha256(it.image_sha256)))
         with self._write_lock:
             done = self._write_faces(identity_id, prepared)
-            self._index_after_enrol(done)
+            self.sync()
         if self._pg is not None:  # after the commit: CREATE INDEX must not wait on it
             for key, dim in {d.face.model_key: d.face.dim for d in done}.items():
                 self._ensure_pg_index(key, dim)
@@ -402,25 +453,6 @@ class Gallery:
                 log.info("enrol of %s raced another writer; retrying", identity_id)
         raise AssertionError("unreachable")
 
-    def _index_after_enrol(self, done: list[EnrolledFace]) -> None:
-        if self._index is None:
-            return
-        with self._read() as s:
-            vectors = dict(s.execute(select(Face.id, Face.embedding).where(
-                Face.id.in_([d.face.id for d in done]))).all())
-        try:
-            for d in done:
-                idx = self._index.get(d.face.model_key)
-                if d.outcome is AddOutcome.EXISTING and idx is not None and d.face.id in idx:
-                    continue  # already searchable (a repeat)
-                if d.outcome is AddOutcome.REPLACED:
-                    self._index.remove_face(d.face.id)
-                self._index.add(d.face.model_key, d.face.id, d.face.identity_id,
-                                vectors[d.face.id])
-        except Exception:
-            log.exception("index update failed after enrolment; rebuilding from the database")
-            self.refresh()
-
     def _ensure_pg_index(self, key: ModelKey, dim: int) -> None:
         if self._pg is None:
             return
@@ -435,8 +467,7 @@ class Gallery:
             with self._sf.begin() as s:
                 info = FaceInfo.of(repo.get_face(s, face_id))
                 repo.delete_face(s, face_id)
-            if self._index is not None:
-                self._index.remove(info.model_key, face_id)
+            self.sync()
         log.info("face %s deleted", face_id)
         return info
 
@@ -447,8 +478,7 @@ class Gallery:
             with self._sf.begin() as s:
                 dim = repo.model_dim(s, model_id, model_version)
                 refs = repo.delete_model_faces(s, model_id, model_version)
-            if self._index is not None:
-                self._index.drop(key)
+            self.sync()
             if self._pg is not None and dim is not None:
                 self._pg.drop_index(key, dim)
         log.info("purged %d faces of %s@%s", len(refs), model_id, model_version)
@@ -594,6 +624,7 @@ class Gallery:
     def _before_search(self, model: ModelRef, dim: int) -> None:
         repo.check_model_token(model.id, "model_id")
         repo.check_model_token(model.version, "model_version")
+        self.sync()  # faces other processes enrolled or deleted since the last search
         if self._pg is not None and not self._pg.is_ready(_key(model), dim):
             # outside any session of ours: CREATE INDEX must not wait on us
             with self._read() as s:
@@ -624,6 +655,7 @@ class Gallery:
     # ---------------------------------------------------------- operations
     def stats(self) -> list[dict[str, Any]]:
         """Faces and identities per model version (and the index mode in memory)."""
+        self.sync()
         with self._read() as s:
             counts = repo.model_counts(s)
         modes = {(i.model_id, i.model_version): i.mode for i in
@@ -636,6 +668,7 @@ class Gallery:
     def consistency_check(self) -> ConsistencyReport:
         """Compare what search sees with what the database holds."""
         with self._write_lock:  # no write of this process in flight
+            self.sync()
             if self._index is not None:
                 return self._check_memory()
             return self._check_pg()
