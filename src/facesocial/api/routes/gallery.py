@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -13,19 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from facesocial.api.deps import AppState, Principal, app_state, require
 from facesocial.api.uploads import bool_field, image_body_schema, int_field, read_upload, str_field
 from facesocial.errors import (
-    ExpectedOneFace,
     FaceSocialError,
-    LowQualityFace,
     MalformedRequest,
     MissingImage,
     NotFound,
-    SpoofDetected,
 )
 from facesocial.gallery import repository as repo
+from facesocial.gallery.enrolment import enrolment_candidate
 from facesocial.gallery.service import EnrolItem
 from facesocial.results import Embedding
 from facesocial.runtime import ModelRef
-from facesocial.vision.quality import enrolment_problems
 
 router = APIRouter(prefix="/gallery", tags=["gallery"])
 MAX_ENROL_IMAGES = 10
@@ -162,32 +158,6 @@ def delete_face(identity_id: str, face_id: str, state: AppState = Depends(app_st
     return {"deleted": face_id}
 
 
-def _enrol_candidate(state: AppState, image: bytes, waive_liveness: bool,
-                     embedder: str | None) -> EnrolItem:
-    """Check one enrolment image; returns what will be stored, or raises with a reason."""
-    s = state.settings
-    tasks = ("detect", "embed") if waive_liveness or not s.enrol_require_live else (
-        "detect", "embed", "antispoof")
-    analysis = state.engine.analyze(image, tasks, embedder=embedder)
-    if len(analysis.faces) != 1:
-        raise ExpectedOneFace(f"an enrolment image must show exactly one face; found "
-                              f"{len(analysis.faces)}", faces=len(analysis.faces))
-    face = analysis.faces[0]
-    if face.liveness is not None and not face.liveness.is_live:
-        raise SpoofDetected(f"the face looks like a {face.liveness.verdict} attack",
-                            verdict=face.liveness.verdict,
-                            live_score=round(face.liveness.live_score, 4))
-    problems = enrolment_problems(face.quality, s.enrol_min_quality, s.enrol_min_face_px)
-    if problems:
-        raise LowQualityFace(f"the face is not good enough to enrol: {', '.join(problems)}",
-                             reasons=problems, quality=round(face.quality.score, 3),
-                             size_px=round(face.quality.size_px, 1))
-    if face.embedding is None:  # "embed" was requested; a missing one is a bug
-        raise RuntimeError("enrolment analysis returned no embedding")
-    return EnrolItem(embedding=face.embedding, image_sha256=hashlib.sha256(image).hexdigest(),
-                     quality=float(face.quality.score))
-
-
 @router.post("/identities/{identity_id}/faces", status_code=201, openapi_extra=image_body_schema(
     ("image",), {"images": {"type": "array", "items": {"type": "string", "format": "byte"}},
                  "waive_liveness": {"type": "boolean"}, "embedder": {"type": "string"}}))
@@ -209,7 +179,8 @@ async def enrol(identity_id: str, request: Request, state: AppState = Depends(ap
         checked: list[EnrolItem] = []
         for i, image in enumerate(images):
             try:
-                checked.append(_enrol_candidate(state, image, waive, embedder))
+                checked.append(enrolment_candidate(state.engine, state.settings, image,
+                                                   waive_liveness=waive, embedder=embedder))
             except FaceSocialError as exc:
                 exc.details = {**exc.details, "image_index": i}
                 raise
