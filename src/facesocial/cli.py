@@ -29,6 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from facesocial.cli_batch import batch_app
 from facesocial.cli_eval import eval_app
 from facesocial.errors import FaceSocialError, InvalidInput, ModelError
 from facesocial.settings import Settings
@@ -39,6 +40,7 @@ app = typer.Typer(help="FaceSocial AI: self-hosted face analysis.", no_args_is_h
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Model catalog and store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(batch_app, name="batch")
 app.add_typer(eval_app, name="eval", help="Measure accuracy on labelled data (pairs, face "
               "counts, liveness labels).")
 # rich assumes 80 columns when not on a terminal; tables read better wider in logs and pipes
@@ -361,6 +363,34 @@ def serve(
         raise _fail(exc) from None
     uvicorn.run(application, host=host or settings.host, port=port or settings.port,
                 log_level=log_level, log_config=None, access_log=False)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(
+        help="items at once (default FACESOCIAL_WORKER_CONCURRENCY, 2)")] = None,
+    pool: Annotated[str | None, typer.Option(
+        help="threads (default: one process, models loaded once), prefork or solo")] = None,
+    log_level: Annotated[str, typer.Option()] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name")] = None,
+) -> None:
+    """Run a Celery worker for batch, video and gallery-import jobs (Redis broker).
+
+    Needs FACESOCIAL_REDIS_URL (or FACESOCIAL_BROKER_URL), the API's database
+    (FACESOCIAL_DATABASE_URL, or the same data dir for SQLite) and its spool directory.
+    """
+    from facesocial.jobs.celery_app import run_worker
+    from facesocial.observability.logging import configure_logging
+
+    if pool not in (None, "threads", "prefork", "solo"):
+        err.print("[red]error[/red] --pool must be threads, prefork or solo")
+        raise typer.Exit(EXIT_USAGE)
+    configure_logging(log_level.upper())
+    try:
+        run_worker(_settings(), concurrency=concurrency, pool=pool, loglevel=log_level.upper(),
+                   hostname=hostname)
+    except FaceSocialError as exc:
+        raise _fail(exc) from None
 
 
 @app.command("users")

@@ -266,3 +266,45 @@ class NoGalleryForModel(Conflict):
     """
 
     code = "no_gallery_for_model"
+
+
+# --- jobs (batch, video, gallery import) ----------------------------------------
+class InvalidArchive(InvalidInput):
+    """The uploaded zip cannot be read, or holds no usable entries."""
+
+    code = "invalid_archive"
+
+
+class EmptyBatch(InvalidInput):
+    code = "empty_batch"
+
+
+class TooManyItems(InvalidInput):
+    code = "too_many_items"
+    status = 413
+
+
+class MissingIdentityName(InvalidInput):
+    """A gallery import entry has neither a folder name nor an ``identity`` field."""
+
+    code = "missing_identity_name"
+
+
+class JobFinished(Conflict):
+    """The job already ended; it cannot be cancelled."""
+
+    code = "job_finished"
+
+
+class QueueUnavailable(FaceSocialError):
+    """The job queue (broker) cannot be reached; nothing was queued."""
+
+    code = "queue_unavailable"
+    status = 503
+
+
+class InputMissing(FaceSocialError):
+    """A job item's spooled input is gone (removed, or the spool is not shared)."""
+
+    code = "input_missing"
+    status = 410

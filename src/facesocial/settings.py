@@ -106,9 +106,53 @@ class Settings(BaseSettings):
     enrol_min_quality: float = Field(default=0.6, ge=0.0, le=1.0)
     enrol_require_live: bool = True
 
+    # --- jobs: batch analysis, video deepfake, gallery import ------------------
+    batch_executor: Literal["embedded", "celery"] = Field(
+        default="embedded", description="embedded: threads in the API process (no extra "
+        "service); celery: workers started with `facesocial worker`, Redis as broker")
+    broker_url: str | None = Field(default=None, description="Celery broker; default: "
+                                   "redis_url")
+    spool_dir: Path | None = Field(default=None, description="where job inputs wait; default "
+                                   "data_dir/spool. Celery workers on other machines must "
+                                   "see the same directory (a shared volume)")
+    batch_workers: int = Field(default=1, ge=1, le=64, description="embedded executor threads")
+    batch_max_items: int = Field(default=10_000, ge=1)
+    batch_max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    batch_max_spool_bytes: int = Field(default=2 * 1024 * 1024 * 1024, gt=0,
+                                       description="bytes a zip may expand to")
+    batch_max_attempts: int = Field(default=4, ge=1, le=50, description="deliveries of one "
+                                    "item (retries of transient errors, lost workers)")
+    batch_retry_base_s: float = Field(default=2.0, ge=0.0, description="backoff: base * 2^n")
+    batch_visibility_timeout_s: int = Field(default=600, ge=1, description="an unacknowledged "
+                                            "item is handed to another worker after this")
+    batch_restore_interval_s: int = Field(default=10, ge=1, description="how often workers "
+                                          "look for items of workers that died")
+    batch_input_retention_s: int = Field(default=0, ge=0, description="keep spooled inputs "
+                                         "this long after the job ends")
+    batch_job_retention_s: int = Field(default=7 * 24 * 3600, ge=60, description="keep job "
+                                       "state and results this long after the job ends")
+    batch_lease_s: float = Field(default=30.0, gt=0, description="an embedded job whose "
+                                 "process stopped heartbeating this long is taken over")
+    batch_stall_s: float = Field(default=600.0, gt=0, description="a Celery job with pending "
+                                 "items and no progress this long has them published again")
+    batch_sweep_interval_s: float = Field(default=15.0, gt=0)
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    worker_nice: int = Field(default=10, ge=0, le=19, description="CPU niceness of `facesocial "
+                             "worker`, so API requests on the same machine come first")
+    gallery_change_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir) / 'facesocial.db'}"
+
+    @property
+    def spool_path(self) -> Path:
+        return Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / "spool"
+
+    @property
+    def celery_broker_url(self) -> str | None:
+        return self.broker_url or self.redis_url
 
     # --- model choice --------------------------------------------------------
     detector: Literal["auto", "yunet", "scrfd_2.5g", "yolov8_face_lite_t", "dlib_hog"] = "auto"

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from facesocial import __version__
 from facesocial.api import errors
 from facesocial.api.middleware import API_PREFIX, RequestContext
-from facesocial.api.routes import auth, face, gallery, system
+from facesocial.api.routes import auth, face, gallery, jobs, system
 from facesocial.api.state import ServiceState
 from facesocial.engine import Engine
 from facesocial.settings import Settings
@@ -38,7 +38,8 @@ def build_state(settings: Settings, engine: Engine | None = None) -> ServiceStat
     with sessions() as session:
         ensure_first_admin(session, settings)
     engine = engine or Engine(settings)
-    return ServiceState(settings, engine, db, sessions, Gallery(sessions, settings))
+    return ServiceState(settings, engine, db, sessions,
+                        Gallery(sessions, settings, catalog=engine.catalog))
 
 
 def create_app(settings: Settings | None = None, *, state: ServiceState | None = None) -> FastAPI:
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         holder["state"] = st
         if settings.warm_critical:
             await run_in_threadpool(st.engine.manager.warm_up)
+        await run_in_threadpool(st.jobs.start)  # resumes jobs a previous run left behind
         log.info("facesocial %s ready (database %s)", __version__, st.db_engine.dialect.name)
         try:
             yield
@@ -68,7 +70,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
-    for router in (system.router, auth.router, face.router, gallery.router):
+    for router in (system.router, auth.router, face.router, gallery.router, jobs.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

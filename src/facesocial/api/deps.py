@@ -41,6 +41,7 @@ class AppState(Protocol):  # implemented by facesocial.api.state.ServiceState
     http_metrics: Any
     tokens: Any
     limiter: Any
+    jobs: Any  # facesocial.jobs.service.JobService
 
     def session(self) -> Any: ...
     def audit(self, action: str, principal: Principal | None, target: str | None,

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 class ServiceState:
     def __init__(self, settings: Settings, engine: Engine, db_engine: Any,
                  sessions: sessionmaker[Session], gallery: Any,
-                 limiter: RateLimiter | None = None, cache: ResultCache | None = None) -> None:
+                 limiter: RateLimiter | None = None, cache: ResultCache | None = None,
+                 jobs: Any = None) -> None:
         self.settings = settings
         self.engine = engine
         self.db_engine = db_engine
@@ -42,6 +43,11 @@ class ServiceState:
             if settings.redis_url
             else MemoryCache(settings.result_cache_size, settings.result_cache_ttl_s))
         self.http_metrics = HttpMetrics()
+        if jobs is None:
+            from facesocial.jobs.service import JobService
+
+            jobs = JobService(settings, sessions, engine, gallery)
+        self.jobs = jobs
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -105,5 +111,6 @@ class ServiceState:
         return checks
 
     def close(self) -> None:
+        self.jobs.stop()
         self.engine.close()
         self.db_engine.dispose()

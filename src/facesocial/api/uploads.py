@@ -156,3 +156,60 @@ def bool_field(fields: dict[str, Any], name: str) -> bool:
     if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no", ""):
         return value.lower() in ("1", "true", "yes")
     raise MalformedRequest(f"'{name}' must be a boolean", field=name)
+
+
+@dataclass
+class FileUpload:
+    """A multipart body parsed as it streams in: files spooled to temporary files (not
+    memory), plain fields as strings. Close it to delete the temporary files."""
+
+    files: dict[str, list[UploadFile]] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for files in self.files.values():
+            for f in files:
+                f.file.close()
+
+
+async def read_file_upload(request: Request, max_bytes: int, file_fields: tuple[str, ...],
+                           max_files: int) -> FileUpload:
+    """Parse a large multipart body (batch jobs, videos) without holding it in memory; the
+    whole body may be at most ``max_bytes`` (413 ``payload_too_large`` as soon as it is not).
+    """
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    ctype = request.headers.get("content-type", "").lower()
+    if not ctype.startswith("multipart/form-data"):
+        raise UnsupportedMediaType("send the files as multipart/form-data",
+                                   content_type=ctype or None)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {max_bytes}",
+                              limit=max_bytes)
+
+    async def limited() -> Any:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes",
+                                      limit=max_bytes)
+            yield chunk
+
+    parser = MultiPartParser(request.headers, limited(), max_files=max_files, max_fields=64,
+                             max_part_size=64 * 1024)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise MalformedRequest(f"the multipart body could not be parsed: {exc}") from None
+    up = FileUpload()
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key in file_fields:
+                up.files.setdefault(key, []).append(value)
+            else:
+                value.file.close()
+        else:
+            up.fields[key] = value
+    return up
