@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib
 import importlib.metadata
 import math
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +48,28 @@ def print_run_header(info: dict[str, Any], command: str) -> None:
     print("- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
           + f", Python {info['python']}")
     print(f"- command: `{command}`")
+
+
+def machine_info(command: str, dists: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """Machine facts, date and the versions of ``dists`` ((distribution, module) pairs)."""
+
+    def version(dist: str, mod: str) -> str:
+        try:  # the installed distribution's version (face_recognition 1.3.0 says 1.2.3)
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        try:
+            return str(getattr(importlib.import_module(mod), "__version__", "?"))
+        except Exception:  # noqa: BLE001 - report what is there
+            return "not installed"
+
+    return {
+        "cpu": cpu_model(),
+        "cores_online": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_start": list(os.getloadavg()),
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "python": platform.python_version(),
+        "versions": {dist: version(dist, mod) for dist, mod in dists},
+        "command": command,
+    }

@@ -33,15 +33,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib
-import importlib.metadata
 import io
 import itertools
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -52,7 +48,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import cpu_model, dist_version, fmt, md_table, print_run_header  # noqa: F401
+from _common import (  # noqa: F401
+    cpu_model,
+    dist_version,
+    fmt,
+    machine_info,
+    md_table,
+    print_run_header,
+)
 
 from facesocial.engine import Engine
 from facesocial.errors import ModelNotInstalled
@@ -60,6 +63,10 @@ from facesocial.results import Embedding
 from facesocial.settings import Settings
 from facesocial.vision.alignment import align_faces
 from facesocial.vision.image import _to_rgb, decode_image
+
+ENGINE_DISTS = (("facesocial", "facesocial"), ("onnxruntime", "onnxruntime"), ("numpy", "numpy"),
+                ("dlib-bin", "dlib"), ("face-recognition", "face_recognition"),
+                ("pillow", "PIL"), ("opencv-python-headless", "cv2"))
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = Path(os.environ.get("FACESOCIAL_SHARED", REPO.parent / "shared")) / "testdata"
@@ -95,34 +102,6 @@ def stats(values: list[float]) -> dict[str, float]:
         return {"n": 0, "median": math.nan, "p90": math.nan, "mean": math.nan}
     return {"n": int(a.size), "median": float(np.median(a)),
             "p90": float(np.percentile(a, 90)), "mean": float(a.mean())}
-
-
-def machine_info(command: str) -> dict[str, Any]:
-    cpu = cpu_model()
-
-    def version(dist: str, mod: str) -> str:
-        try:  # the installed distribution's version (face_recognition 1.3.0 says 1.2.3)
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-        try:
-            return str(getattr(importlib.import_module(mod), "__version__", "?"))
-        except Exception:  # noqa: BLE001 - report what is there
-            return "not installed"
-
-    return {
-        "cpu": cpu,
-        "cores_online": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg_start": list(os.getloadavg()),
-        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "python": platform.python_version(),
-        "versions": {dist: version(dist, mod) for dist, mod in (
-            ("facesocial", "facesocial"), ("onnxruntime", "onnxruntime"), ("numpy", "numpy"),
-            ("dlib-bin", "dlib"), ("face-recognition", "face_recognition"),
-            ("pillow", "PIL"), ("opencv-python-headless", "cv2"))},
-        "command": command,
-    }
 
 
 def import_face_recognition() -> tuple[Any, str]:
@@ -593,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     fr_repeats = args.fr_repeats if args.fr_repeats is not None else min(args.repeats, 3)
     command = shlex.join([sys.executable, *sys.argv])
     fr, fr_note = import_face_recognition()  # before machine_info imports it for its version
-    info = machine_info(command)
+    info = machine_info(command, ENGINE_DISTS)
 
     model_dir = args.model_dir or (Path(os.environ["FACESOCIAL_MODEL_DIR"])
                                    if os.environ.get("FACESOCIAL_MODEL_DIR") else

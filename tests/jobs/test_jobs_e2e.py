@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.jobs.conftest import Deployment, make_zip, ndjson, upload, wait_job
+from tests.jobs.deployment import Deployment, make_zip, ndjson, upload, wait_job
 
 
 def _sixty(face_photos: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.jobs.conftest import Deployment, make_zip, ndjson, upload, wait_job
+from tests.jobs.deployment import Deployment, make_zip, ndjson, upload, wait_job
 
 
 def _error(r) -> str:  # noqa: ANN001

@@ -26,7 +26,7 @@ from facesocial.jobs.runner import ItemRunner
 from facesocial.jobs.service import JobService, UploadedFile
 from facesocial.jobs.spool import Spool, zip_entries
 from facesocial.settings import Settings
-from tests.jobs.conftest import make_zip
+from tests.jobs.deployment import make_zip
 
 
 class Ctx:

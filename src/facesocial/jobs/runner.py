@@ -118,20 +118,17 @@ class ItemRunner:
         return Outcome(state, error_code=code)
 
     def after_item(self, job_id: str) -> None:
-        """Complete the job if nothing is open; clean its inputs once it has ended."""
+        """Complete the job if nothing is open; clean its inputs once it has ended. The
+        summary is written in the same transaction as the state, so no reader ever sees a
+        completed job without it."""
         with self.ctx.sessions.begin() as session:
-            completed = store.complete_if_done(session, job_id)
-        if completed:
-            self._summarize(job_id)
+            if store.complete_if_done(session, job_id):
+                job = store.get_job(session, job_id)
+                results = [i.result for i in store.iter_items(session, job_id)
+                           if i.state == DONE and i.result is not None]
+                job.summary = {**(job.summary or {}), **summarize(job.kind, results)}
+                log.info("job %s completed", job_id)
         finish_inputs(self.ctx, job_id)
-
-    def _summarize(self, job_id: str) -> None:
-        with self.ctx.sessions.begin() as session:
-            job = store.get_job(session, job_id)
-            results = [i.result for i in store.iter_items(session, job_id)
-                       if i.state == DONE and i.result is not None]
-            job.summary = {**(job.summary or {}), **summarize(job.kind, results)}
-        log.info("job %s completed", job_id)
 
 
 def finish_inputs(ctx: JobContext, job_id: str) -> bool:
