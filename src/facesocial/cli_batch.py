@@ -136,23 +136,24 @@ def _write_results(client: FaceSocialClient, job_id: str, target: Path) -> int:
     return n
 
 
+def _show(call: Any, url: str, api_key: str | None, user: str | None,
+          password: str | None) -> None:
+    try:
+        with _client(url, api_key, user, password) as client:
+            out.print_json(json.dumps(call(client)))
+    except (ApiError, httpx.HTTPError) as exc:
+        raise _service_error(exc) from None
+
+
 @batch_app.command("status")
 def status(job_id: str, url: Url = "http://127.0.0.1:8000", api_key: ApiKey = None,
            user: User = None, password: Password = None) -> None:
     """A job's state and counts as JSON."""
-    try:
-        with _client(url, api_key, user, password) as client:
-            out.print_json(json.dumps(client.batch_status(job_id)))
-    except (ApiError, httpx.HTTPError) as exc:
-        raise _service_error(exc) from None
+    _show(lambda c: c.batch_status(job_id), url, api_key, user, password)
 
 
 @batch_app.command("cancel")
 def cancel(job_id: str, url: Url = "http://127.0.0.1:8000", api_key: ApiKey = None,
            user: User = None, password: Password = None) -> None:
     """Cancel a job: its pending items will not run."""
-    try:
-        with _client(url, api_key, user, password) as client:
-            out.print_json(json.dumps(client.batch_cancel(job_id)))
-    except (ApiError, httpx.HTTPError) as exc:
-        raise _service_error(exc) from None
+    _show(lambda c: c.batch_cancel(job_id), url, api_key, user, password)

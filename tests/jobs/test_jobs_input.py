@@ -91,6 +91,13 @@ def test_jobs_are_private_to_their_owner(deployment: Deployment, testdata: Path)
         assert wait_job(admin, job["id"])["state"] == "completed"
 
 
+def test_the_executor_reports_its_queue(deployment: Deployment) -> None:
+    with deployment.client() as c:
+        info = c.get("/system/jobs").json()
+    assert info["executor"] == deployment.executor
+    assert "queued" in info and "error" not in info
+
+
 def test_a_video_that_is_not_a_video_fails_with_its_reason(deployment: Deployment) -> None:
     with deployment.client() as c:
         r = c.post("/video/deepfake", files={"video": ("clip.mp4", b"\x00\x00\x00 ftyp junk")})
@@ -98,3 +105,36 @@ def test_a_video_that_is_not_a_video_fails_with_its_reason(deployment: Deploymen
         st = wait_job(c, r.json()["id"])
         [rec] = ndjson(c, st["id"])
     assert rec["state"] == "failed" and rec["error"]["code"] == "invalid_video"
+
+
+def test_cli_batch_submit_writes_results(deployment: Deployment, testdata: Path,
+                                         tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.e2e.server import ADMIN
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    names = ["obama_1.jpg", "biden_1.jpg", "group_kit_rose.jpg"]
+    for i, name in enumerate(names):
+        target = folder / ("sub" if i == 2 else "") / name
+        target.write_bytes((testdata / "faces" / name).read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "results.ndjson"
+    env = {"PATH": "/usr/bin:/bin", "FACESOCIAL_API_URL": deployment.server.url,
+           "FACESOCIAL_API_USER": ADMIN[0], "FACESOCIAL_API_PASSWORD": ADMIN[1]}
+    done = subprocess.run([sys.executable, "-m", "facesocial", "batch", "submit", str(folder),
+                           "--tasks", "detect", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 items" in done.stderr and "completed: 3 done, 0 failed" in done.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["name"] for r in records) == sorted(["obama_1.jpg", "biden_1.jpg",
+                                                         "sub/group_kit_rose.jpg"])
+    faces = {r["name"]: r["result"]["face_count"] for r in records}
+    assert faces["sub/group_kit_rose.jpg"] == 2 and faces["obama_1.jpg"] == 1
+    bad = subprocess.run([sys.executable, "-m", "facesocial", "batch", "status", "nope"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 3 and "not_found" in bad.stderr

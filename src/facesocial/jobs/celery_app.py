@@ -66,6 +66,8 @@ def make_celery(settings: Settings) -> Any:
         },
     )
     app.facesocial_settings = settings  # type: ignore[attr-defined]
+    app.facesocial_contexts = {}  # type: ignore[attr-defined]  # pid -> WorkerContext
+    app.facesocial_lock = threading.Lock()  # type: ignore[attr-defined]
 
     @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True,
               max_retries=None)
@@ -106,19 +108,15 @@ class WorkerContext:
         self.db.dispose()
 
 
-_contexts: dict[tuple[int, int], WorkerContext] = {}
-_contexts_lock = threading.Lock()
-
-
 def worker_context(app: Any) -> WorkerContext:
-    """This process's context for ``app`` (built on first use; per process, so a prefork
-    child builds its own after the fork instead of sharing ONNX sessions)."""
-    key = (os.getpid(), id(app))
-    with _contexts_lock:
-        ctx = _contexts.get(key)
+    """This process's context for ``app``, built on first use and kept on the app, per
+    process id: a prefork child builds its own after the fork instead of using ONNX
+    sessions made in its parent."""
+    with app.facesocial_lock:
+        ctx = app.facesocial_contexts.get(os.getpid())
         if ctx is None:
-            ctx = _contexts[key] = WorkerContext(app.facesocial_settings)
-        return ctx
+            ctx = app.facesocial_contexts[os.getpid()] = WorkerContext(app.facesocial_settings)
+        return ctx  # type: ignore[no-any-return]
 
 
 def run_worker(settings: Settings, *, concurrency: int | None = None, pool: str | None = None,

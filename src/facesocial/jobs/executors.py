@@ -150,7 +150,7 @@ class CeleryExecutor:
             with self.app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=2)
                 with conn.channel() as channel:
-                    q = channel.queue_declare(self.app.conf.task_default_queue, passive=True)
+                    q = channel.queue_declare(self.app.conf.task_default_queue)  # size only
                     info["queued"] = q.message_count
         except Exception as exc:  # noqa: BLE001
             info["error"] = str(exc)[:200]

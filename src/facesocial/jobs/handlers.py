@@ -63,9 +63,7 @@ def _recognize(ctx: JobContext, analysis: Any, opts: dict[str, Any]) -> dict[str
 
 
 def run_video(ctx: JobContext, job: Job, item: JobItem) -> dict[str, Any]:
-    path = ctx.spool.path(item.input_path or "")
-    if not path.is_file():
-        ctx.spool.read(item.input_path or "")  # raises InputMissing with the explanation
+    path = ctx.spool.existing(item.input_path or "")
     opts = job.options or {}
     result = ctx.engine.deepfake_video(path, model=opts.get("model"),
                                        sample_fps=opts.get("sample_fps"))

@@ -80,8 +80,8 @@ class ItemRunner:
             result = self.handlers[job.kind](ctx, job, item)
         except TRANSIENT as exc:
             return self._transient(item, exc)
-        except FaceSocialError as exc:
-            if exc.status >= 500 and not exc.code == "input_missing":
+        except FaceSocialError as exc:  # the input's own problem (or a missing model): final
+            if exc.status >= 500:
                 log.warning("item %s of job %s: %s", item.id, job.id, exc.message)
             return self._end(item, FAILED, error=(exc.code, exc.message))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the worker down

@@ -321,7 +321,7 @@ class JobService:
                 ids = store.item_ids(session, job_id, OPEN_ITEM)
                 store.touch(session, job_id)  # restart the stall clock
             if not ids:
-                ItemRunner.after_item(self.runner, job_id)
+                self.runner.after_item(job_id)
                 continue
             try:
                 self.executor.submit(job_id, ids)

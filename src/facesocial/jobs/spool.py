@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -93,11 +92,15 @@ class Spool:
                        size=size, label=label)
 
     def read(self, rel: str) -> bytes:
-        try:
-            return self.path(rel).read_bytes()
-        except FileNotFoundError:
+        return self.existing(rel).read_bytes()
+
+    def existing(self, rel: str) -> Path:
+        """The input's path; :class:`InputMissing` when it is not there."""
+        p = self.path(rel)
+        if not p.is_file():
             raise InputMissing(f"the spooled input '{rel}' is gone (job inputs removed, or "
-                               "this worker does not see the API's spool directory)") from None
+                               "this worker does not see the API's spool directory)")
+        return p
 
     def remove(self, job_id: str) -> bool:
         folder = self.job_dir(job_id)
@@ -105,10 +108,6 @@ class Spool:
             return False
         shutil.rmtree(folder, ignore_errors=True)
         return True
-
-    def usage_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()) \
-            if self.root.exists() else 0
 
 
 def zip_entries(archive: BinaryIO, *, max_entries: int, max_entry_bytes: int,
@@ -153,9 +152,3 @@ def open_entry(zf: zipfile.ZipFile, entry: ZipEntry) -> BinaryIO:
         return zf.open(entry.name)  # type: ignore[return-value]
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise InvalidArchive(f"zip entry '{entry.name[:100]}' cannot be read: {exc}") from None
-
-
-def iter_entries(zf: zipfile.ZipFile, entries: list[ZipEntry]) -> Iterator[tuple[ZipEntry,
-                                                                                 BinaryIO]]:
-    for entry in entries:
-        yield entry, open_entry(zf, entry)

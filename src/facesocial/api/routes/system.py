@@ -58,6 +58,13 @@ class ModelAction(BaseModel):
     device: str | None = Field(default=None, pattern="^(cpu|any)$")
 
 
+@router.get("/jobs")
+def jobs(state: AppState = Depends(app_state),
+         _: Principal = Depends(require("admin"))) -> dict[str, Any]:
+    """The job executor: embedded threads (queued, busy) or the Celery queue's depth."""
+    return state.jobs.describe()  # type: ignore[no-any-return]
+
+
 @router.post("/models/{model_id}")
 async def control(model_id: str, body: ModelAction, state: AppState = Depends(app_state),
                   principal: Principal = Depends(require("admin"))) -> dict[str, Any]:
