@@ -14,6 +14,16 @@ with FaceSocialClient.login("http://127.0.0.1:8000", "admin", "change-me-please"
 Errors come back as :class:`ApiError` with the service's stable ``code``.
 Authentication is an API key (``X-API-Key``) or a bearer token from
 :meth:`FaceSocialClient.login`, refreshed once when it expires.
+
+WebSockets (the ``websockets`` package, synchronous):
+
+```python
+with fs.realtime() as stream:                      # /ws/realtime
+    reply = stream.analyze(open("frame.jpg", "rb").read(), "face_detection_stream")
+
+with SessionStream.connect(url, "laptop-1", client_key) as session:   # /ws/session
+    decision = session.send_frame(jpeg_bytes)       # {"decision": "allow", ...}
+```
 """
 
 from __future__ import annotations
@@ -225,6 +235,36 @@ class FaceSocialClient:
     def batch_cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/batch/cancel/{job_id}")  # type: ignore[no-any-return]
 
+    def realtime(self, stream: str | None = None) -> RealtimeStream:
+        """A ``/ws/realtime`` stream with this client's credentials."""
+        return RealtimeStream.connect(self.url, token=None if self.api_key else self.token,
+                                      api_key=self.api_key, stream=stream)
+
+    def create_session_client(self, client_id: str, identity_id: str,
+                              name: str | None = None) -> dict[str, Any]:
+        """Admins: register a continuous-authentication client (its ``api_key`` is in the
+        answer, once)."""
+        return self._call("POST", "/sessions/clients",  # type: ignore[no-any-return]
+                          json={"client_id": client_id, "identity_id": identity_id,
+                                "name": name or client_id})
+
+    def get_session_client(self, client_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/sessions/clients/{client_id}")  # type: ignore[no-any-return]
+
+    def set_client_state(self, client_id: str, action: str,
+                         reason: str | None = None) -> dict[str, Any]:
+        """Admins: ``block``, ``pause`` or ``unblock`` a session client."""
+        return self._call("POST", f"/sessions/clients/{client_id}/{action}",  # type: ignore[no-any-return]
+                          json={"reason": reason})
+
+    def session_decisions(self, client_id: str | None = None, limit: int = 500,
+                          ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if client_id:
+            params["client_id"] = client_id
+        return self._call("GET", "/sessions/decisions",  # type: ignore[no-any-return]
+                          params=params)
+
     def batch_jobs(self, offset: int = 0, limit: int = 50) -> dict[str, Any]:
         return self._call("GET", "/batch/jobs",  # type: ignore[no-any-return]
                           params={"offset": offset, "limit": limit})
@@ -242,6 +282,146 @@ class FaceSocialClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {status['state']} after {timeout} s")
             time.sleep(poll)
+
+
+class StreamClosed(Exception):
+    """The server closed the WebSocket; ``code`` and ``reason`` say why (1008 credentials,
+    4003 client blocked, 1013 system full, 4408 idle)."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class _Stream:
+    """A synchronous WebSocket with JSON helpers (``websockets.sync``)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.ready: dict[str, Any] = {}  # realtime: the server's "ready" message
+        self.session: dict[str, Any] = {}  # sessions: the "session" message
+        self.queued: list[dict[str, Any]] = []  # sessions: "queued" messages while waiting
+        self.last_error: dict[str, Any] | None = None
+
+    @staticmethod
+    def _open(url: str, params: dict[str, str], timeout: float) -> Any:
+        from urllib.parse import urlencode
+
+        from websockets.sync.client import connect
+
+        sep = "&" if "?" in url else "?"
+        manager = connect(url + (sep + urlencode(params) if params else ""),
+                          open_timeout=timeout, max_size=None)
+        return manager.__enter__()  # the connection, owned (and closed) by the stream
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.ws.send(data)
+
+    def recv(self, timeout: float | None = 60.0) -> dict[str, Any]:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            raw = self.ws.recv(timeout=timeout)
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            raise StreamClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "") \
+                from None
+        return json.loads(raw)  # type: ignore[no-any-return]
+
+    def recv_until(self, types: tuple[str, ...], timeout: float = 60.0) -> dict[str, Any]:
+        """The next message of one of ``types`` (others, e.g. errors, are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(max(0.01, deadline - time.monotonic()))
+            if msg.get("type") in types:
+                return msg
+
+    def close(self) -> None:
+        self.ws.close()
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RealtimeStream(_Stream):
+    """``/ws/realtime``: send frames, get analyses (``face_detection_stream``,
+    ``face_recognition_stream``, ``antispoof_stream``; ``system_status_stream``)."""
+
+    @classmethod
+    def connect(cls, url: str, *, token: str | None = None, api_key: str | None = None,
+                stream: str | None = None, timeout: float = 30.0) -> RealtimeStream:
+        params = {k: v for k, v in (("token", token), ("api_key", api_key),
+                                    ("stream", stream)) if v}
+        conn = cls(cls._open(_ws_url(url) + "/ws/realtime", params, timeout))
+        conn.ready = conn.recv()  # {"type": "ready", ...} (or StreamClosed on bad credentials)
+        return conn
+
+    def analyze(self, frame: bytes, stream: str = "face_detection_stream",
+                request_id: str | int | None = None, **options: Any) -> dict[str, Any]:
+        """Send one frame (base64 JSON) and wait for its result."""
+        import base64
+
+        rid = str(request_id) if request_id is not None else f"r{time.monotonic_ns()}"
+        self.send_json({"type": stream, "data": base64.b64encode(frame).decode(),
+                        "request_id": rid, "options": options})
+        while True:
+            msg = self.recv()
+            if msg.get("request_id") == rid:
+                return msg
+
+    def status(self) -> dict[str, Any]:
+        self.send_json({"type": "system_status_stream", "request_id": "status"})
+        return self.recv_until(("system_status_stream_result",))
+
+
+class SessionStream(_Stream):
+    """``/ws/session``: a continuous-authentication client streaming frames."""
+
+    @classmethod
+    def connect(cls, url: str, client_id: str, api_key: str, timeout: float = 30.0,
+                wait_s: float = 60.0) -> SessionStream:
+        """Connect and wait for the session to start (it may queue when the server is
+        full: StreamClosed 1013 ``system_full`` after the server's queue timeout)."""
+        conn = cls(cls._open(_ws_url(url) + "/ws/session",
+                             {"client_id": client_id, "api_key": api_key}, timeout))
+        while True:
+            msg = conn.recv(wait_s)
+            if msg.get("type") == "session":
+                conn.session = msg
+                return conn
+            if msg.get("type") == "queued":
+                conn.queued.append(msg)
+            elif msg.get("type") == "error":
+                conn.last_error = msg
+
+    def send_frame(self, frame: bytes, request_id: str | None = None,
+                   timeout: float = 60.0) -> dict[str, Any]:
+        """Send one frame and wait for its decision (or paused status)."""
+        if request_id is None:
+            self.send_bytes(frame)
+            return self.recv_until(("decision", "status", "error"), timeout)
+        import base64
+
+        self.send_json({"type": "frame", "data": base64.b64encode(frame).decode(),
+                        "request_id": request_id})
+        while True:
+            msg = self.recv(timeout)
+            if msg.get("request_id") == request_id:
+                return msg
+
+
+def _ws_url(url: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("http"):
+        base = "ws" + base[4:]
+    return base if base.endswith(API) else base + API
 
 
 def _error(r: httpx.Response) -> ApiError:

@@ -253,7 +253,8 @@ class Engine:
                 per_face["quality"] = assess_faces(rgb, dets.boxes, dets.landmarks)
                 timings["quality"] = (time.perf_counter() - t) * 1000
                 spoof = self.antispoofer
-                for task, run in (("embed", lambda: self._embed(rgb, dets, embedder)),
+                for task, run in (("embed",
+                                   lambda: self.embed_detections(rgb, dets, embedder)),
                                   ("antispoof", lambda: spoof().predict(rgb, dets.boxes)),
                                   ("demographics",
                                    lambda: self.demographics().predict(rgb, dets.boxes)),
@@ -286,7 +287,10 @@ class Engine:
                         detection=dets.info if dets is not None else None, objects=objects,
                         timings_ms=timings)
 
-    def _embed(self, rgb: np.ndarray, dets: Detections, embedder: str | None) -> list[Embedding]:
+    def embed_detections(self, rgb: np.ndarray, dets: Detections,
+                         embedder: str | None = None) -> list[Embedding]:
+        """Embeddings of the detected faces, by the recognition pipeline (landmark
+        refinement and flip TTA as configured; both named in the version)."""
         emb = self.embedder(embedder)
         ref, landmarks = emb.model, dets.landmarks
         suffix = self.pipeline_suffix(ref.id)
@@ -312,7 +316,7 @@ class Engine:
             raise NoFaceFound("no face found in the image")
         areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
         one = dets.select(np.array([int(np.argmax(areas))]))
-        return self._embed(rgb, one, embedder)[0]
+        return self.embed_detections(rgb, one, embedder)[0]
 
     def deepfake_video(self, source: bytes | Path, model: str | None = None,
                        sample_fps: float | None = None) -> Any:

@@ -308,3 +308,17 @@ class InputMissing(FaceSocialError):
 
     code = "input_missing"
     status = 410
+
+
+# --- realtime streams and sessions ----------------------------------------------
+class SystemFull(FaceSocialError):
+    """Every session place is taken and none came free within the queue timeout."""
+
+    code = "system_full"
+    status = 503
+
+
+class ClientBlocked(Forbidden):
+    """The session client is blocked (by the policy or an administrator)."""
+
+    subcode = "client_blocked"

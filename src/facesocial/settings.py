@@ -142,6 +142,25 @@ class Settings(BaseSettings):
                              "worker`, so API requests on the same machine come first")
     gallery_change_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
 
+    # --- realtime streams and continuous-authentication sessions ----------------
+    ws_max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="one frame, "
+                                    "decoded; larger ones get a payload_too_large message")
+    ws_rate_per_s: float = Field(default=30.0, gt=0, description="messages per second per "
+                                 "connection (bursts of the same size)")
+    ws_idle_timeout_s: float = Field(default=60.0, gt=0)
+    ws_auth_timeout_s: float = Field(default=10.0, gt=0, description="time to send the auth "
+                                     "message when credentials are not in the URL")
+    session_policy_file: Path | None = Field(default=None, description="default: the packaged "
+                                             "sessions/default_policy.json")
+    session_pipelines: int = Field(default=2, ge=1, le=64, description="M: parallel lanes "
+                                   "for session frames")
+    sessions_per_pipeline: int = Field(default=4, ge=1, le=1000, description="N")
+    session_queue_timeout_s: float = Field(default=10.0, ge=0)
+    session_state_check_s: float = Field(default=5.0, gt=0, description="how often a live "
+                                         "session re-reads its client's state")
+    evidence_dir: Path | None = Field(default=None, description="default data_dir/evidence")
+    evidence_retention_s: int = Field(default=30 * 24 * 3600, ge=3600)
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{Path(self.data_dir) / 'facesocial.db'}"
@@ -149,6 +168,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return Path(self.spool_dir) if self.spool_dir else Path(self.data_dir) / "spool"
+
+    @property
+    def evidence_path(self) -> Path:
+        return Path(self.evidence_dir) if self.evidence_dir else Path(self.data_dir) / "evidence"
 
     @property
     def celery_broker_url(self) -> str | None:

@@ -100,7 +100,8 @@ def _reset_pg(url: str) -> None:
             for name in list(names):
                 conn.execute(text(f"DROP INDEX {name}"))
             conn.execute(text("TRUNCATE faces, identities, audit_log, api_keys, refresh_tokens, "
-                              "users, gallery_changes, job_items, jobs RESTART IDENTITY CASCADE"))
+                              "users, gallery_changes, job_items, jobs, session_decisions, "
+                              "session_clients RESTART IDENTITY CASCADE"))
     finally:
         eng.dispose()
 

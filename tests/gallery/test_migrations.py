@@ -13,8 +13,8 @@ from facesocial.db.session import current_revision, engine_for_url, make_engine,
 from facesocial.settings import Settings
 
 TABLES = {"users", "refresh_tokens", "api_keys", "identities", "faces", "audit_log", "jobs",
-          "job_items", "gallery_changes"}
-HEAD = "0002"
+          "job_items", "gallery_changes", "session_clients", "session_decisions"}
+HEAD = "0003"
 
 
 def test_upgrade_empty_then_idempotent(db_url: str) -> None:

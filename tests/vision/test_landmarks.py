@@ -30,8 +30,8 @@ def test_refined_landmarks_stay_on_the_face_and_version_names_the_pipeline(
     plain = Engine(settings.model_copy(update={"embed_refine_landmarks": False,
                                                "embed_flip": False}))
     dets = refined.detect(rgb)
-    a = refined._embed(rgb, dets, None)[0]  # noqa: SLF001 - the step under test
-    b = plain._embed(rgb, dets, None)[0]  # noqa: SLF001
+    a = refined.embed_detections(rgb, dets)[0]
+    b = plain.embed_detections(rgb, dets)[0]
     assert a.model.version.endswith(".lm.flip") and b.model.version == "7caa7fb0ad6c-fold1"
     assert a.flipped_tta and not b.flipped_tta
     assert float(a.vector @ b.vector) > 0.8  # same face, slightly different alignment

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from facesocial import __version__
 from facesocial.api import errors
 from facesocial.api.middleware import API_PREFIX, RequestContext
-from facesocial.api.routes import auth, face, gallery, jobs, system
+from facesocial.api.routes import auth, face, gallery, jobs, sessions, system, ws
 from facesocial.api.state import ServiceState
 from facesocial.engine import Engine
 from facesocial.settings import Settings
@@ -54,10 +54,12 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
         if settings.warm_critical:
             await run_in_threadpool(st.engine.manager.warm_up)
         await run_in_threadpool(st.jobs.start)  # resumes jobs a previous run left behind
+        await st.auth_sessions.start()
         log.info("facesocial %s ready (database %s)", __version__, st.db_engine.dialect.name)
         try:
             yield
         finally:
+            await st.auth_sessions.stop()
             if state is None:
                 st.close()
 
@@ -70,7 +72,8 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
-    for router in (system.router, auth.router, face.router, gallery.router, jobs.router):
+    for router in (system.router, auth.router, face.router, gallery.router, jobs.router,
+                   sessions.router, ws.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

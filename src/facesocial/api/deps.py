@@ -16,8 +16,8 @@ from facesocial.security.users import get_user
 #: scopes a user gets from its role (API keys carry their own)
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
-    "user": ("face", "gallery", "batch"),
-    "service": ("face", "gallery", "batch"),
+    "user": ("face", "gallery", "batch", "session"),
+    "service": ("face", "gallery", "batch", "session"),
 }
 _FACE_ROUTES = "/api/v1/face/"
 
@@ -42,6 +42,7 @@ class AppState(Protocol):  # implemented by facesocial.api.state.ServiceState
     tokens: Any
     limiter: Any
     jobs: Any  # facesocial.jobs.service.JobService
+    auth_sessions: Any  # facesocial.sessions.service.SessionService
 
     def session(self) -> Any: ...
     def audit(self, action: str, principal: Principal | None, target: str | None,
@@ -64,12 +65,18 @@ def _bearer(request: Request) -> str | None:
 
 def authenticate(request: Request, state: AppState) -> Principal:
     """A principal from a Bearer access token or an X-API-Key header (401 otherwise)."""
-    api_key = request.headers.get("x-api-key")
+    return authenticate_credentials(state, api_key=request.headers.get("x-api-key"),
+                                    token=_bearer(request))
+
+
+def authenticate_credentials(state: AppState, *, api_key: str | None = None,
+                             token: str | None = None) -> Principal:
+    """A principal from an API key or an access token, however they arrived (headers,
+    a WebSocket URL or its first message)."""
     if api_key:
         with state.session() as session:
             row = authenticate_api_key(session, api_key)
             return Principal(f"apikey:{row.prefix}", "api_key", row.role, tuple(row.scopes or ()))
-    token = _bearer(request)
     if token is None:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or "
                            "'X-API-Key: <key>'")

@@ -30,7 +30,7 @@ class ServiceState:
     def __init__(self, settings: Settings, engine: Engine, db_engine: Any,
                  sessions: sessionmaker[Session], gallery: Any,
                  limiter: RateLimiter | None = None, cache: ResultCache | None = None,
-                 jobs: Any = None) -> None:
+                 jobs: Any = None, auth_sessions: Any = None) -> None:
         self.settings = settings
         self.engine = engine
         self.db_engine = db_engine
@@ -48,6 +48,11 @@ class ServiceState:
 
             jobs = JobService(settings, sessions, engine, gallery)
         self.jobs = jobs
+        if auth_sessions is None:
+            from facesocial.sessions.service import SessionService
+
+            auth_sessions = SessionService(settings, sessions, engine, audit=self.audit_as)
+        self.auth_sessions = auth_sessions
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -57,10 +62,15 @@ class ServiceState:
     def audit(self, action: str, principal: Principal | None, target: str | None,
               details: dict[str, Any], outcome: str = "ok") -> None:
         """Audit rows never break the request they describe; failures are logged."""
+        self.audit_as(action, principal.id if principal else None, target, details, outcome)
+
+    def audit_as(self, action: str, actor: str | None, target: str | None,
+                 details: dict[str, Any], outcome: str = "ok") -> None:
+        """An audit row for an actor named by id (``user:...``, ``apikey:...``, ``policy``)."""
         try:
             with self.session() as session:
-                audit_log.record(session, action, principal.id if principal else None, target,
-                                 request_id_var.get(), details, outcome)
+                audit_log.record(session, action, actor, target, request_id_var.get(), details,
+                                 outcome)
         except Exception:  # noqa: BLE001
             log.exception("could not write audit event %s", action)
 

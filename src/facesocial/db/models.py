@@ -184,3 +184,40 @@ class GalleryChange(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     face_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SessionClient(Base):
+    """A continuous-authentication client: bound to an identity and its own API key."""
+
+    __tablename__ = "session_clients"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"),
+                                             index=True)
+    api_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # active | paused | blocked
+    state_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)
+
+
+class SessionDecision(Base):
+    """A decision other than allow, with the evidence behind it (migration 0003)."""
+
+    __tablename__ = "session_decisions"
+    __table_args__ = (
+        Index("ix_session_decisions_client_at", "client_id", "at"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(String(32))
+    frame: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[str]] = mapped_column(default=list)
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    models: Mapped[list[str]] = mapped_column(default=list)
+    policy_version: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[str | None] = mapped_column(Text, nullable=True)

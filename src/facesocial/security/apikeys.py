@@ -33,7 +33,7 @@ from facesocial.errors import ApiKeyInvalid, InsufficientScope, InvalidInput, No
 from facesocial.security.users import ROLES
 
 KEY_PREFIX = "fsk"
-SCOPES: tuple[str, ...] = ("face", "gallery", "batch", "admin", "*")
+SCOPES: tuple[str, ...] = ("face", "gallery", "batch", "session", "admin", "*")
 _HASH_LABEL = b"facesocial-api-key-v1"
 _HASH_SCHEME = "hmac-sha256$"
 _KEY_RE = re.compile(r"^fsk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

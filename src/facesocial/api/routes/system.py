@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +56,23 @@ def vram(state: AppState = Depends(app_state),
 class ModelAction(BaseModel):
     action: str = Field(pattern="^(load|unload|pin|unpin|reload|optimize)$")
     device: str | None = Field(default=None, pattern="^(cpu|any)$")
+
+
+@router.get("/audit")
+def audit(action: str | None = Query(None, max_length=64),
+          target: str | None = Query(None, max_length=160),
+          actor: str | None = Query(None, max_length=160),
+          limit: int = Query(100, ge=1, le=1000), state: AppState = Depends(app_state),
+          _: Principal = Depends(require("admin"))) -> dict[str, Any]:
+    """The audit trail (admin actions, logins, enrolments, session blocks), newest first."""
+    from facesocial.security.audit import list_events
+
+    with state.session() as session:
+        rows = list_events(session, action=action, target=target, actor=actor, limit=limit)
+        items = [{"at": r.at.isoformat(), "actor": r.actor, "action": r.action,
+                  "target": r.target, "outcome": r.outcome, "request_id": r.request_id,
+                  "details": r.details} for r in rows]
+    return {"items": items}
 
 
 @router.get("/jobs")

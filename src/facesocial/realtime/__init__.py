@@ -1,0 +1,1 @@
+"""WebSocket streams: the shared connection driver and the ``/ws/realtime`` analysis stream."""
