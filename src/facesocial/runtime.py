@@ -98,6 +98,10 @@ class SessionFactory:
             opts.intra_op_num_threads = self.settings.intra_op_threads
         if self.settings.inter_op_threads:
             opts.inter_op_num_threads = self.settings.inter_op_threads
+        if not self.settings.intra_op_spinning:
+            # idle intra-op threads sleep instead of spinning: with several requests or
+            # sessions at once the spinning threads take the CPU the others need
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: shape warnings from re-exported graphs
         providers = self.providers(device)

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 = ONNX Runtime's default")
     inter_op_threads: int = Field(default=1, ge=0)
+    # measured: spinning on (ORT's default) doubled the time per image of detect + embed +
+    # antispoof on 2 cores (197-228 vs 107-111 ms, bench/ort_spinning.py): every
+    # model's idle pool spins while the next model runs
+    intra_op_spinning: bool = Field(default=False, description="let idle ONNX Runtime "
+                                    "intra-op threads busy-wait (ORT's default)")
     warmup: bool = True
 
     # --- model manager -------------------------------------------------------

@@ -20,7 +20,9 @@ from tests.e2e.server import ADMIN, Server, start_server
 TEST_POLICY = {"version": "test-2026.1", "verify_threshold": "default", "live_threshold": None,
                "phone_min_score": 0.15, "no_face_grace_s": 1.0, "multiple_faces": "lock_screen",
                "smoothing": {"window": 3, "min_frames": 2},
-               "block": {"sign_outs": 3, "window_s": 600}}
+               "block": {"sign_outs": 3, "window_s": 600},
+               # every frame verified: the tests switch photos, tracking is tested apart
+               "reverify_interval_s": 0.0}
 OWNER_ENROL = ("faces/obama_1.jpg", "faces/obama_2.jpg")
 OWNER_LIVE = ("faces/obama_3.jpg", "faces/obama_4.jpg", "faces/obama_240p.jpg",
               "faces/obama_partial_face.jpg", "faces/rgba_32bit.png")

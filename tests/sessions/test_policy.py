@@ -13,6 +13,7 @@ from facesocial.sessions.policy import (
     LOCK,
     SIGN_OUT,
     FrameScores,
+    IdentityTrack,
     Policy,
     PolicyState,
     frame_verdict,
@@ -96,3 +97,18 @@ def test_policy_files_are_validated(tmp_path: Path) -> None:
             Policy.load(f)
     with pytest.raises(ConfigurationError):
         Policy.load(tmp_path / "missing.json")
+
+
+def test_identity_is_carried_only_while_the_subject_stays_put() -> None:
+    p = Policy(version="t", reverify_interval_s=1.0, track_min_iou=0.5)
+    m = ("emb", "v1")
+    track = IdentityTrack()
+    box = (100.0, 100.0, 200.0, 220.0)
+    assert track.carry(box, 0.0, p, m) is None  # nothing verified yet
+    track.verified(box, 0.8, 0.0, m)
+    assert track.carry((105.0, 98.0, 204.0, 221.0), 0.5, p, m) == 0.8  # moved a little
+    assert track.carry((300.0, 100.0, 400.0, 220.0), 0.5, p, m) is None  # another place
+    assert track.carry(box, 1.0, p, m) is None  # the interval has passed
+    assert track.carry(box, 0.5, p, ("emb", "v2")) is None  # another model version
+    every_frame = Policy(version="t", reverify_interval_s=0.0)
+    assert track.carry(box, 0.0, every_frame, m) is None

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from facesocial.errors import NoGalleryForModel
 from facesocial.gallery import repository as repo
 from facesocial.runtime import ModelRef
-from facesocial.sessions.policy import FrameScores, Policy
+from facesocial.sessions.policy import FrameScores, IdentityTrack, Policy
 
 #: phone scores are reported from this floor up (the decision uses the policy's threshold)
 PHONE_REPORT_FLOOR = 0.05
@@ -69,9 +69,12 @@ class FrameAnalyzer:
             threshold, name = self.engine.threshold(spec, which)
         return Reference(identity_id, model, data.vectors, threshold, name)
 
-    def analyze(self, rgb: np.ndarray, ref: Reference) -> tuple[FrameScores, Reference]:
+    def analyze(self, rgb: np.ndarray, ref: Reference, track: IdentityTrack | None = None,
+                now: float = 0.0) -> tuple[FrameScores, Reference]:
         """Scores of one frame; returns the reference used (reloaded if the embedding model
-        version changed since the last frame, e.g. after a hot reload)."""
+        version changed since the last frame, e.g. after a hot reload). With a ``track``,
+        the identity score of a subject that stayed in place is carried between
+        verifications (see :class:`IdentityTrack`)."""
         e, timings = self.engine, {}
         t = time.perf_counter()
         dets = e.detect(rgb)
@@ -87,20 +90,31 @@ class FrameAnalyzer:
                                timings_ms=timings), ref
         areas = (dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])
         subject = dets.select(np.array([int(np.argmax(areas))]))
-        t = time.perf_counter()
-        emb = e.embed_detections(rgb, subject)[0]
-        timings["embed"] = (time.perf_counter() - t) * 1000
-        if (emb.model.id, emb.model.version) != (ref.model.id, ref.model.version):
-            ref = self.reference(ref.identity_id, emb.model)
+        box = tuple(float(v) for v in subject.boxes[0])
+        key = (ref.model.id, ref.model.version)
+        carried = track.carry(box, now, self.policy, key) if track is not None else None
+        if carried is None:
+            t = time.perf_counter()
+            emb = e.embed_detections(rgb, subject)[0]
+            timings["embed"] = (time.perf_counter() - t) * 1000
+            if (emb.model.id, emb.model.version) != key:
+                ref = self.reference(ref.identity_id, emb.model)
+            identity, age = ref.score(emb.vector), 0.0
+            if track is not None:
+                track.verified(box, identity, now, (ref.model.id, ref.model.version))
+            models_emb = [f"{emb.model.id}@{emb.model.version}"]
+        else:
+            assert track is not None
+            identity, age = carried, now - track.at
+            models_emb = [f"{ref.model.id}@{ref.model.version}"]
         t = time.perf_counter()
         liveness = e.antispoofer().predict(rgb, subject.boxes)[0]
         timings["antispoof"] = (time.perf_counter() - t) * 1000
         live = liveness.is_live if self.policy.live_threshold is None \
             else liveness.live_score >= self.policy.live_threshold
-        models += [f"{emb.model.id}@{emb.model.version}"] + \
-            [f"{m.id}@{m.version}" for m in liveness.models]
+        models += models_emb + [f"{m.id}@{m.version}" for m in liveness.models]
         scores = FrameScores(
-            faces=len(dets), identity_score=ref.score(emb.vector),
+            faces=len(dets), identity_score=identity, identity_age_s=age,
             identity_threshold=ref.threshold, live_score=liveness.live_score, live=live,
             attack=None if live else (liveness.verdict if liveness.verdict != "live"
                                       else "spoof"),

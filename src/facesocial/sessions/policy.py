@@ -12,6 +12,12 @@ Each frame first gets a raw verdict:
   without a face is ``allow``);
 * ``allow`` otherwise.
 
+Identity is verified (the subject embedded and compared) at least every
+``reverify_interval_s``; in between, while the subject's box overlaps the last
+verified box by ``track_min_iou`` or more, the last score is carried (its age is
+reported). A box that jumps (another person sliding in) is verified at once;
+liveness and phones are checked on every frame. 0 verifies every frame.
+
 Smoothing: the decision is ``sign_out`` when at least ``min_frames`` of the
 last ``window`` raw verdicts were sign_out, ``lock_screen`` when at least that
 many were lock_screen or worse, ``allow`` otherwise; so one bad frame among good
@@ -67,6 +73,8 @@ class _PolicyFile(BaseModel):
     smoothing: _Smoothing = Field(default_factory=_Smoothing)
     block: _Block = Field(default_factory=_Block)
     evidence_jpeg_quality: int = Field(default=90, ge=30, le=100)
+    reverify_interval_s: float = Field(default=1.0, ge=0.0, le=60.0)
+    track_min_iou: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,8 @@ class Policy:
     block_sign_outs: int = 3
     block_window_s: float = 600.0
     evidence_jpeg_quality: int = 90
+    reverify_interval_s: float = 1.0
+    track_min_iou: float = 0.5
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Policy:
@@ -95,7 +105,8 @@ class Policy:
                    smoothing_window=f.smoothing.window,
                    smoothing_min_frames=min(f.smoothing.min_frames, f.smoothing.window),
                    block_sign_outs=f.block.sign_outs, block_window_s=f.block.window_s,
-                   evidence_jpeg_quality=f.evidence_jpeg_quality)
+                   evidence_jpeg_quality=f.evidence_jpeg_quality,
+                   reverify_interval_s=f.reverify_interval_s, track_min_iou=f.track_min_iou)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
@@ -123,6 +134,7 @@ class FrameScores:
     live: bool | None = None
     attack: str | None = None  # print | replay | spoof when not live
     phone_score: float = 0.0  # best "cell phone" score in the frame
+    identity_age_s: float | None = None  # 0: verified on this frame; >0: carried by tracking
     models: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -137,7 +149,8 @@ class FrameScores:
         return {"faces": self.faces, "identity_score": r(self.identity_score),
                 "identity_threshold": r(self.identity_threshold),
                 "identity_match": self.identity_match, "live_score": r(self.live_score),
-                "live": self.live, "attack": self.attack, "phone_score": r(self.phone_score)}
+                "live": self.live, "attack": self.attack, "phone_score": r(self.phone_score),
+                "identity_age_s": r(self.identity_age_s)}
 
 
 def frame_verdict(policy: Policy, s: FrameScores) -> tuple[str, list[str]]:
@@ -215,3 +228,35 @@ class PolicyState:
             if SEVERITY[verdict] >= level:
                 out.update(dict.fromkeys(reasons))
         return tuple(out)
+
+
+@dataclass(slots=True)
+class IdentityTrack:
+    """The last verified subject of a session: its box, score and when it was verified."""
+
+    box: tuple[float, float, float, float] | None = None
+    score: float | None = None
+    at: float = 0.0
+    model: tuple[str, str] | None = None
+
+    def carry(self, box: tuple[float, float, float, float], now: float, policy: Policy,
+              model: tuple[str, str]) -> float | None:
+        """The score to reuse for this frame's subject, or None when it must be verified."""
+        if self.box is None or self.score is None or self.model != model:
+            return None
+        if now - self.at >= policy.reverify_interval_s:
+            return None
+        return self.score if box_iou(self.box, box) >= policy.track_min_iou else None
+
+    def verified(self, box: tuple[float, float, float, float], score: float, now: float,
+                 model: tuple[str, str]) -> None:
+        self.box, self.score, self.at, self.model = box, score, now, model
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float],
+            ) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

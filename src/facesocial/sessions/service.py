@@ -41,7 +41,14 @@ from facesocial.security.apikeys import authenticate_api_key, create_api_key
 from facesocial.sessions.analyzer import FrameAnalyzer, Reference
 from facesocial.sessions.capacity import Pipeline, PipelinePool
 from facesocial.sessions.evidence import EvidenceStore, jpeg_of
-from facesocial.sessions.policy import ALLOW, BLOCK, SIGN_OUT, Policy, PolicyState
+from facesocial.sessions.policy import (
+    ALLOW,
+    BLOCK,
+    SIGN_OUT,
+    IdentityTrack,
+    Policy,
+    PolicyState,
+)
 from facesocial.sessions.registry import Registry, make_registry
 from facesocial.settings import Settings
 
@@ -65,6 +72,7 @@ class LiveSession:
     policy: PolicyState
     ref: Reference
     paused: bool = False
+    track: IdentityTrack = field(default_factory=IdentityTrack)
     started: float = field(default_factory=time.time)
     frames: int = 0
     decisions: Counter[str] = field(default_factory=Counter)
@@ -318,8 +326,9 @@ class SessionService:
             return {"type": "status", "state": "paused", **base}
         assert inbound.data is not None
         rgb = self.engine.image(inbound.data)  # limits; bad images raise typed errors
-        scores, live.ref = self.analyzer.analyze(rgb, live.ref)
-        d = live.policy.decide(scores, time.monotonic())
+        now = time.monotonic()
+        scores, live.ref = self.analyzer.analyze(rgb, live.ref, live.track, now)
+        d = live.policy.decide(scores, now)
         decision, reasons, evidence, block_reason = d.decision, list(d.reasons), None, None
         if decision != ALLOW:
             decision, reasons, evidence, block_reason = self._record(
