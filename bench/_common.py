@@ -73,3 +73,19 @@ def machine_info(command: str, dists: tuple[tuple[str, str], ...]) -> dict[str, 
         "versions": {dist: version(dist, mod) for dist, mod in dists},
         "command": command,
     }
+
+
+def model_home(path: str | None, shared: Path | None = None) -> Path:
+    """``path``, or a temporary model home pulled (and checked) from the shared mirror."""
+    import tempfile
+
+    if path:
+        return Path(path)
+    from facesocial.models.catalog import Catalog
+    from facesocial.models.store import ModelStore
+    from facesocial.settings import Settings
+
+    home = Path(tempfile.mkdtemp(prefix="fs-bench-models-"))
+    mirror = (shared or Path(__file__).resolve().parents[2] / "shared") / "models"
+    ModelStore(Settings(model_dir=home, model_mirror=mirror), Catalog.load()).pull(mirror=mirror)
+    return home

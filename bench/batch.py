@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, machine_info, md_table, print_run_header
+from _common import fmt, machine_info, md_table, model_home, print_run_header
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,19 +47,6 @@ def labelled_photos() -> list[tuple[str, bytes, int]]:
     labels = json.loads((SHARED / "testdata" / "labels.json").read_text())
     return [(Path(n).name, (SHARED / "testdata" / n).read_bytes(), int(m["faces"]))
             for n, m in sorted(labels["faces"].items())]
-
-
-def model_home(path: str | None) -> Path:
-    if path:
-        return Path(path)
-    from facesocial.models.catalog import Catalog
-    from facesocial.models.store import ModelStore
-    from facesocial.settings import Settings
-
-    home = Path(tempfile.mkdtemp(prefix="fs-bench-models-"))
-    mirror = SHARED / "models"
-    ModelStore(Settings(model_dir=home, model_mirror=mirror), Catalog.load()).pull(mirror=mirror)
-    return home
 
 
 def run(name: str, home: Path, photos: list[tuple[str, bytes, int]], n: int,

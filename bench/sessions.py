@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import fmt, machine_info, md_table, print_run_header
+from _common import fmt, machine_info, md_table, model_home, print_run_header
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,19 +63,6 @@ def webcam_frames(name: str, n: int = 20, seed: int = 0) -> list[bytes]:
         canvas.save(buf, "JPEG", quality=85)
         out.append(buf.getvalue())
     return out
-
-
-def model_home(path: str | None) -> Path:
-    if path:
-        return Path(path)
-    from facesocial.models.catalog import Catalog
-    from facesocial.models.store import ModelStore
-    from facesocial.settings import Settings
-
-    home = Path(tempfile.mkdtemp(prefix="fs-bench-models-"))
-    mirror = SHARED / "models"
-    ModelStore(Settings(model_dir=home, model_mirror=mirror), Catalog.load()).pull(mirror=mirror)
-    return home
 
 
 def back_to_back(url: str, client: tuple[str, str], frames: list[bytes],

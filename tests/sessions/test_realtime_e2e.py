@@ -183,3 +183,31 @@ def test_two_api_processes_share_blocks_and_live_sessions_through_redis(
         r = redis.Redis.from_url(REDIS_URL)
         for k in r.scan_iter(f"{prefix}:*"):
             r.delete(k)
+
+
+@pytest.mark.parametrize("budget_mb,expect", [("6144", "sim:0"), ("1", "cpu")])
+def test_pipelines_take_models_through_the_model_manager(tmp_path: Path, model_home: Path,
+                                                         testdata: Path, budget_mb: str,
+                                                         expect: str) -> None:
+    """On a (simulated) 6 GB card the session models go to the device; with the device
+    budget spent they fall back to CPU, and the session says where its models run."""
+    server = start_session_server(tmp_path, model_home, FACESOCIAL_DEVICE="sim",
+                                  FACESOCIAL_SIM_GPU_BUDGET_MB=budget_mb)
+    try:
+        admin, identity_id = enrol_owner(server, testdata)
+        key = admin.create_session_client("gpu-1", identity_id)["api_key"]
+        with SessionStream.connect(server.url, "gpu-1", key) as s:
+            devices = s.session["devices"]
+            assert set(devices) >= {"yunet", "w600k_mbf_folded", "yolox_nano",
+                                    "antispoof_binary"}
+            assert set(devices.values()) == {expect}, devices
+            assert s.send_frame((testdata / "faces/obama_3.jpg").read_bytes())["decision"] \
+                == "allow"
+        with server.client(headers=server.auth()) as http:
+            models = {m["id"]: m for m in http.get("/system/models").json()["models"]}
+        assert models["yunet"]["device"] == expect
+        if expect == "cpu":
+            assert models["yunet"]["fallbacks"] >= 1
+        admin.close()
+    finally:
+        server.stop()

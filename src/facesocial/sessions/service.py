@@ -312,8 +312,9 @@ class SessionService:
             live.pipeline.executor, self.process_frame, live, inbound)
         if reply.get("decision") == BLOCK:
             await live.conn.send(reply)
-            self.registry.publish({"client_id": live.client_id, "state": "blocked",
-                                   "reason": reply["block_reason"]})
+            await asyncio.to_thread(self.registry.publish, {
+                "client_id": live.client_id, "state": "blocked",
+                "reason": reply["block_reason"]})
             await live.conn.close(CLOSE_BLOCKED, f"client_blocked: {reply['block_reason']}")
             return None
         return reply
