@@ -38,7 +38,7 @@ test: setup
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/pip install -q --no-deps face-recognition==1.3.0
-	$(BIN)/python bench/engine.py
+	$(BIN)/facesocial bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-from _common import cpu_model
+from _common import cpu_model, model_home
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -127,8 +127,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40, help="requests per (endpoint, level)")
     ap.add_argument("--levels", default="1,4,16")
     ap.add_argument("--endpoints", default="detect,analyze")
-    ap.add_argument("--model-home", default="/tmp/fs_home")
-    ap.add_argument("--intra-op-threads", default="2")
+    ap.add_argument("--model-home", default=None, help="default: pulled from the mirror")
+    ap.add_argument("--intra-op-threads", default="0", help="0: the product's default")
+    ap.add_argument("--json", default=None, help="write the rows as JSON")
     args = ap.parse_args()
     n = 12 if args.quick else args.requests
     levels = [int(x) for x in args.levels.split(",")]
@@ -147,7 +148,7 @@ def main() -> None:
           f"(every request a cache miss), {n} requests per level")
 
     work = Path(tempfile.mkdtemp(prefix="fs-apiload-"))
-    server = start_server(work, Path(args.model_home),
+    server = start_server(work, model_home(args.model_home),
                           FACESOCIAL_INTRA_OP_THREADS=args.intra_op_threads,
                           FACESOCIAL_RATE_LIMIT_PER_MINUTE="1000000",
                           FACESOCIAL_RATE_LIMIT_FACE_PER_MINUTE="1000000")
@@ -173,6 +174,12 @@ def main() -> None:
         print(f"# server stopped (log {server.log}); load average after "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
+    if args.json:
+        import json
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": [
+            {"endpoint": path, "clients": c, **r} for path, c, r in rows]}, indent=1))
     print()
     print("| endpoint | clients | requests | requests/s | p50 ms | p95 ms | errors |")
     print("|---|---|---|---|---|---|---|")

@@ -92,7 +92,11 @@ def main() -> None:
     ap.add_argument("--configs", default="embedded,celery1,celery2")
     ap.add_argument("--model-home", default=None)
     ap.add_argument("--env", nargs="*", default=[], help="FACESOCIAL_X=Y settings for all")
+    ap.add_argument("--quick", action="store_true", help="40 images, embedded and 1 worker")
+    ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.quick:
+        args.images, args.configs = 40, "embedded,celery1"
     extra = dict(kv.split("=", 1) for kv in args.env)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     info = machine_info(command, DISTS)
@@ -115,6 +119,11 @@ def main() -> None:
         [[r["name"], r["executor"], f"{r['workers'] or 'API'} x {r['threads']}",
           fmt(r["submit_s"], 2), fmt(r["process_s"], 1), fmt(r["ips"], 2),
           fmt(r["item_ms_median"], 0), fmt(r["ips"] / base, 2)] for r in rows]))
+    if args.json:
+        import json
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -520,6 +520,52 @@ def run_prototypes(engine: Engine, images: list[dict[str, Any]], repeats: int,
     return result
 
 
+def run_detector_vs_opencv(engine: Engine, images: list[dict[str, Any]],
+                           repeats: int) -> dict[str, Any]:
+    """The same YuNet file, the same 640 px input: facesocial's detector against OpenCV's
+    own cv2.FaceDetectorYN, interleaved per image; both at score 0.6, NMS 0.3, their default
+    threads. facesocial's time is detect_faces() without tiles (pre-processing, ONNX Runtime,
+    decoding, NMS); OpenCV's is setInputSize + detect (its DNN engine does the same)."""
+    import cv2
+
+    from facesocial.vision.detection import detect_faces
+    from facesocial.vision.image import resize_long_side
+
+    ours = engine.detector("yunet")
+    cv = cv2.FaceDetectorYN.create(str(engine.store.path("yunet")), "", (320, 320), 0.6, 0.3,
+                                   5000)
+    rows = []
+    for im in images:
+        small, _scale = resize_long_side(engine.image(im["data"]), 640)
+        small = np.ascontiguousarray(small)
+        bgr = np.ascontiguousarray(small[:, :, ::-1])
+        h, w = small.shape[:2]
+        t_fs: list[float] = []
+        t_cv: list[float] = []
+        n_fs = n_cv = 0
+        for r in range(repeats + 1):
+            t = time.perf_counter()
+            d = detect_faces(ours, small, score_threshold=0.6, nms_iou=0.3, max_side=640,
+                             tiling=False)
+            dt_fs = ms_since(t)
+            t = time.perf_counter()
+            cv.setInputSize((w, h))
+            _n, faces = cv.detect(bgr)
+            dt_cv = ms_since(t)
+            if r:  # the first pass warms both up
+                t_fs.append(dt_fs)
+                t_cv.append(dt_cv)
+            n_fs, n_cv = len(d), 0 if faces is None else len(faces)
+        rows.append({"image": im["rel"], "input": [w, h], "facesocial_ms": float(np.median(t_fs)),
+                     "opencv_ms": float(np.median(t_cv)), "facesocial_faces": n_fs,
+                     "opencv_faces": n_cv, "label_faces": im["label"].get("faces")})
+    fs_total = sum(r["facesocial_ms"] for r in rows)
+    cv_total = sum(r["opencv_ms"] for r in rows)
+    return {"rows": rows, "images": len(rows), "facesocial_ms_total": fs_total,
+            "opencv_ms_total": cv_total, "ratio_facesocial_to_opencv": fs_total / cv_total,
+            "opencv_version": cv2.__version__, "opencv_threads": cv2.getNumThreads()}
+
+
 def decode_breakdown(images: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
     """Decode alone: current decode_image vs JPEG draft to a long side >= 640."""
     rows = []
@@ -616,6 +662,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nStage models: detect {st['detector']}, embed {default_emb.model.id}; decode is "
           "bytes -> RGB (decode_image); align is the 5-point warp to 112x112; ArcFace embeds "
           "time the aligned crops only; dlib_resnet includes its own 5-point shape + chip.")
+    sys.stdout.flush()
+
+    det_cmp = run_detector_vs_opencv(engine, images, args.repeats)
+    print("\n## YuNet: facesocial's detector vs OpenCV's FaceDetectorYN (same file)\n")
+    print(f"Each image resized to a long side of 640 px once; then, interleaved, facesocial "
+          f"`detect_faces(yunet, tiling off)` and OpenCV {det_cmp['opencv_version']} "
+          f"`FaceDetectorYN` ({det_cmp['opencv_threads']} threads) at score 0.6, NMS 0.3; median "
+          f"of {args.repeats} runs after one warm-up. Faces: found at score >= 0.6.\n")
+    print(md_table(["image", "input", "fs faces", "cv faces", "fs ms", "cv ms", "fs/cv"],
+                   [[r["image"], "x".join(map(str, r["input"])), r["facesocial_faces"],
+                     r["opencv_faces"], fmt(r["facesocial_ms"], 2), fmt(r["opencv_ms"], 2),
+                     fmt(r["facesocial_ms"] / r["opencv_ms"], 2)] for r in det_cmp["rows"]]))
+    print(f"\nTotal: facesocial {det_cmp['facesocial_ms_total']:.1f} ms, OpenCV "
+          f"{det_cmp['opencv_ms_total']:.1f} ms: facesocial / OpenCV = "
+          f"{det_cmp['ratio_facesocial_to_opencv']:.2f}x (goal <= 1.0: "
+          f"{'MET' if det_cmp['ratio_facesocial_to_opencv'] <= 1.0 else 'NOT MET'}).")
     sys.stdout.flush()
 
     cmp_rows = run_comparison(engine, fr, images, args.repeats, fr_repeats)
@@ -761,7 +823,8 @@ def main(argv: list[str] | None = None) -> int:
                               "fr_faces_missed_by_facesocial": lost,
                               "facesocial_wrong_counts": wrong,
                               "face_recognition_wrong_counts": wrong_fr},
-               "verification": ver, "decode_profile": decode_rows, "prototypes": proto}
+               "verification": ver, "decode_profile": decode_rows, "prototypes": proto,
+               "detector_vs_opencv": det_cmp}
         out.write_text(json.dumps(doc, indent=1, default=float) + "\n")
         print(f"wrote {out}")
     return 0

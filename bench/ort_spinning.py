@@ -49,25 +49,34 @@ def main() -> None:
     ap.add_argument("--model-home", default=str(Path.home() / ".cache/facesocial/models"))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--child", choices=["on", "off"])
+    ap.add_argument("--quick", action="store_true", help="one round")
+    ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.child:
         child(args.model_home, args.child == "on")
         return
+    if args.quick:
+        args.rounds = 1
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     info = machine_info(command, DISTS)
     rows = []
+    data = []
     for r in range(args.rounds):
         for mode in ("on", "off"):
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--model-home",
                                   args.model_home], capture_output=True, text=True, check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append([r + 1, mode, res["images"], fmt(res["ms_per_image"], 1)])
+            data.append({"round": r + 1, "spinning": mode, **res})
             print(f"  round {r + 1} spinning {mode}: {res['ms_per_image']:.1f} ms/image",
                   flush=True)
     print()
     print_run_header(info, command)
     print()
     print(md_table(["round", "intra-op spinning", "images", "ms per image (best of 3)"], rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": info, "rows": data}, indent=1))
 
 
 if __name__ == "__main__":

@@ -395,6 +395,27 @@ def worker(
         raise _fail(exc) from None
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context,
+          quick: Annotated[bool, typer.Option("--quick", help="small sizes, few repeats")] = False,
+          ) -> None:
+    """Run every benchmark under bench/ and write BENCHMARKS.md and plots (bench/results/).
+
+    Needs a source checkout (the scripts live in bench/, not in the package) and the bench
+    extras (`pip install -e .[bench]`). Other options go to bench/suite.py: --only, --skip,
+    --model-home, --report, --report-only.
+    """
+    import subprocess
+
+    suite = Path(__file__).resolve().parents[2] / "bench" / "suite.py"
+    if not suite.is_file():
+        err.print("[red]error[/red] bench/suite.py not found: run `facesocial bench` from a "
+                  "source checkout (pip install -e .), or `python bench/suite.py` there")
+        raise typer.Exit(EXIT_USAGE)
+    argv = [sys.executable, str(suite), *(["--quick"] if quick else []), *ctx.args]
+    raise typer.Exit(subprocess.call(argv, cwd=suite.parent.parent))
+
+
 @app.command("users")
 def users_create(
     action: Annotated[str, typer.Argument(help="create")],

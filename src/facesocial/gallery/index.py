@@ -36,7 +36,7 @@ HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 1024
 HNSW_DTYPE = "i8"
-HNSW_OVERSAMPLE = 2  # graph candidates per requested hit, re-ranked exactly
+HNSW_OVERSAMPLE = 10  # graph candidates per requested hit, re-ranked exactly
 # below this many vectors per insert, the graph is built by one thread: deterministic (the
 # same graph, the same recall, run after run) and, for small batches, no slower
 HNSW_PARALLEL_ADD_MIN = 50_000
