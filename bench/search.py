@@ -45,6 +45,7 @@ Each setting gets 20 warm-up queries, then runs the queries in order until all a
     .venv/bin/python bench/search.py --quick                       # 10k, no pgvector, < 1 min
     .venv/bin/python bench/search.py --sizes 100000 --json bench/results/search.json
     .venv/bin/python bench/search.py --sizes 1000000 --pg-build-limit 7200 --json ...
+    .venv/bin/python bench/search.py --report a.json b.json --json merged.json  # tables only
 """
 
 from __future__ import annotations
@@ -585,7 +586,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="10k, 200 queries, no pgvector, short sweeps (well under a minute)")
     ap.add_argument("--json", type=Path, default=None, help="write the result rows here")
+    ap.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="no run: print the tables of earlier runs' rows (merged into --json)")
     args = ap.parse_args()
+    if args.report:
+        rows = [r for p in args.report for r in json.loads(p.read_text())]
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1, default=str))
+        for run in dict.fromkeys(str(r.get("run")) for r in rows):
+            print(f"- run {run}: " + ", ".join(sorted({f"{r['engine']} at {r['n']:,}"
+                                                       for r in rows if r.get("run") == run})))
+        report(rows)
+        return
     if args.quick:
         args.sizes, args.queries, args.budget = "10000", 200, 5.0
         args.engines = "exact,product,faiss-hnsw,faiss-ivf"

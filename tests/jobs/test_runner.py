@@ -26,15 +26,16 @@ from facesocial.jobs.runner import ItemRunner
 from facesocial.jobs.service import JobService, UploadedFile
 from facesocial.jobs.spool import Spool, zip_entries
 from facesocial.settings import Settings
+from tests.gallery.conftest import _create_database, pg_admin_url  # noqa: F401 - fixture
 from tests.jobs.deployment import make_zip
 
 
 class Ctx:
     """A JobContext without models: the runner never touches them with these handlers."""
 
-    def __init__(self, tmp: Path, **overrides: Any) -> None:
-        self.settings = Settings(data_dir=tmp, batch_max_attempts=3, batch_retry_base_s=0.5,
-                                 **overrides)
+    def __init__(self, tmp: Path, database_url: str | None = None) -> None:
+        self.settings = Settings(data_dir=tmp, database_url=database_url, batch_max_attempts=3,
+                                 batch_retry_base_s=0.5)
         db = engine_for_url(self.settings.sqlalchemy_url)
         upgrade(db)
         self.sessions = session_factory(db)
@@ -80,12 +81,19 @@ class _NullExecutor:
         return {}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Ctx:
+    """The job store on SQLite and on a real PostgreSQL (a fresh database each test)."""
+    if request.param == "sqlite":
+        return Ctx(tmp_path)
+    return Ctx(tmp_path, _create_database(request.getfixturevalue("pg_admin_url")))
+
+
 def runner(ctx: Ctx, work: Callable[..., dict[str, Any]]) -> ItemRunner:
     return ItemRunner(ctx, worker="test", handlers={"batch": work})  # type: ignore[arg-type]
 
 
-def test_transient_errors_are_retried_with_backoff_then_succeed(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
+def test_transient_errors_are_retried_with_backoff_then_succeed(ctx: Ctx) -> None:
     job_id, [item_id] = ctx.job()
     calls: list[int] = []
 
@@ -105,8 +113,7 @@ def test_transient_errors_are_retried_with_backoff_then_succeed(tmp_path: Path) 
     assert ctx.status(job_id).state == "completed"
 
 
-def test_transient_errors_give_up_after_max_attempts(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
+def test_transient_errors_give_up_after_max_attempts(ctx: Ctx) -> None:
     _job_id, [item_id] = ctx.job()
 
     def down(*_: Any) -> dict[str, Any]:
@@ -120,8 +127,7 @@ def test_transient_errors_give_up_after_max_attempts(tmp_path: Path) -> None:
     assert r.process(item_id).state == "duplicate"  # a late re-delivery changes nothing
 
 
-def test_input_errors_fail_at_once_and_bugs_are_recorded(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
+def test_input_errors_fail_at_once_and_bugs_are_recorded(ctx: Ctx) -> None:
     job_id, (a, b) = ctx.job(2)
 
     def work(_ctx: Any, _job: Any, item: Any) -> dict[str, Any]:
@@ -137,8 +143,7 @@ def test_input_errors_fail_at_once_and_bugs_are_recorded(tmp_path: Path) -> None
     assert st.state == "completed" and st.counts == {"failed": 2}
 
 
-def test_an_item_that_keeps_killing_workers_stops_being_delivered(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
+def test_an_item_that_keeps_killing_workers_stops_being_delivered(ctx: Ctx) -> None:
     _job_id, [item_id] = ctx.job()
     for _ in range(3):  # three deliveries whose worker died mid-item: claimed, never finished
         with ctx.sessions.begin() as s:
@@ -147,8 +152,7 @@ def test_an_item_that_keeps_killing_workers_stops_being_delivered(tmp_path: Path
     assert out.state == "failed" and ctx.item(item_id).error_code == "too_many_attempts"
 
 
-def test_concurrent_deliveries_finish_an_item_once(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
+def test_concurrent_deliveries_finish_an_item_once(ctx: Ctx) -> None:
     job_id, [item_id] = ctx.job()
     gate = threading.Barrier(2)
     results: list[str] = []
@@ -169,8 +173,7 @@ def test_concurrent_deliveries_finish_an_item_once(tmp_path: Path) -> None:
     assert st.counts == {"done": 1} and st.state == "completed"
 
 
-def test_cancelled_items_are_skipped_and_inputs_removed(tmp_path: Path) -> None:
-    ctx = Ctx(tmp_path)
+def test_cancelled_items_are_skipped_and_inputs_removed(ctx: Ctx) -> None:
     job_id, ids = ctx.job(5)
     r = runner(ctx, lambda *_: {"ok": True})
     assert r.process(ids[0]).state == "done"
@@ -181,9 +184,8 @@ def test_cancelled_items_are_skipped_and_inputs_removed(tmp_path: Path) -> None:
     assert not ctx.spool.job_dir(job_id).exists()
 
 
-def test_an_orphaned_embedded_job_is_taken_over(tmp_path: Path) -> None:
+def test_an_orphaned_embedded_job_is_taken_over(ctx: Ctx) -> None:
     """A job claimed by a process of this host that no longer exists is resumed at once."""
-    ctx = Ctx(tmp_path)
     job_id, ids = ctx.job(3)
     dead = subprocess_pid_that_exited()
     with ctx.sessions.begin() as s:

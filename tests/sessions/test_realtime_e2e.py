@@ -69,6 +69,9 @@ def test_realtime_auth_by_first_message_api_key_and_bad_tokens(env: Env) -> None
     with connect(url) as ws:
         ws.send(json.dumps({"type": "auth", "api_key": key}))
         assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+    root = env.server.url.replace("http", "ws") + f"/ws/realtime?api_key={key}"  # also at /
+    with connect(root) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
     for params in ({"token": "not-a-token"}, {"api_key": "fsk_bad_key"},
                    {"api_key": gallery_only}):
         with pytest.raises(StreamClosed) as closed:

@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, state: ServiceState | None =
     for router in (system.router, auth.router, face.router, gallery.router, jobs.router,
                    sessions.router, ws.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(ws.router)  # /ws/realtime and /ws/session also at the root
     return app
 
 
