@@ -228,7 +228,7 @@ class Engine:
         opts = dict(score_threshold=s.det_score_threshold, nms_iou=s.det_nms_iou,
                     max_side=s.det_max_side, tile_size=s.det_tile_size,
                     min_face_size=s.min_face_size, max_faces=s.max_faces,
-                    tile_min_face=s.det_tile_min_face)
+                    tile_min_face=s.det_tile_min_face, tiling=s.det_tiling)
         opts.update({k: v for k, v in overrides.items() if v is not None})
         return detect_faces(self.detector(detector), rgb, **opts)
 

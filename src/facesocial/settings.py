@@ -201,6 +201,9 @@ class Settings(BaseSettings):
     det_nms_iou: float = Field(default=0.3, gt=0.0, le=1.0)
     det_max_side: int = Field(default=640, ge=64, description="long side of the full-image pass")
     det_tile_size: int = Field(default=640, ge=128)
+    det_tiling: bool = Field(default=True, description="off: one pass at det_max_side only "
+                             "(faster on large photos; faces smaller than the pass can see "
+                             "are missed, and results say how small that is)")
     min_face_size: int = Field(default=0, ge=0, description="px; 0 = whatever the detector sees")
     det_tile_min_face: int = Field(
         default=40, ge=0, description="px; with min_face_size 0, large images are tiled only "
