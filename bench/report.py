@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def _search_target(search: Any) -> list[str]:
         ok = [r for r in at if pred(r) and r["recall_at_10"] >= SEARCH_RECALL]
         return max(ok, key=lambda r: r["qps"]) if ok else None
 
-    ours = best(lambda r: r["engine"].startswith("facesocial") or r["engine"] == "in-process")
+    ours = best(lambda r: "VectorIndex" in r["engine"])  # the product's in-process index
     pg = best(lambda r: r["engine"].startswith("pgvector"))
     if ours is None:
         return [f"{name} (largest run: {big:,})", target, "in-process index never reached "
@@ -211,7 +212,7 @@ def _plots(results: Path) -> dict[str, str]:
                    marker="|", s=200, label="catalog estimate")
         ax.set_xlabel("MB")
         ax.invert_yaxis()
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
         ax.set_title("Memory per model (CPU)")
         save(fig, "memory.png", "memory")
     roof = _load(results, "roofline")
@@ -272,7 +273,7 @@ def write_report(path: Path, results: Path, outcomes: list[dict[str, Any]],
             lines.append(f"No output ({o['status']}: {o.get('reason', '')[:300]}).")
         if o["name"] in plots:
             png = (results / plots[o["name"]]).resolve()
-            lines += ["", f"![{o['name']}]({png.relative_to(rel)})"]
+            lines += ["", f"![{o['name']}]({os.path.relpath(png, rel)})"]
         note = NOTES / f"{o['name']}.md"
         if note.exists():
             lines += ["", note.read_text().strip()]

@@ -125,7 +125,7 @@ class JobService:
             summary: dict[str, Any] = {"skipped_entries": skipped[:100]} if skipped else {}
             if kind == "gallery_import":
                 options = {**options, "identities": self._resolve_identities(items, job_id)}
-                summary["identities"] = len(options["identities"])
+                summary["identities"] = len(set(options["identities"].values()))
             embedded = isinstance(self.executor, EmbeddedExecutor)
             with self.sessions.begin() as session:
                 store.create_job(session, job_id=job_id, kind=kind,
