@@ -288,3 +288,37 @@ def test_free_batch_patch_keeps_outputs(model_home: Path, model_id: str) -> None
         assert {s["id"]: s["batched"] for s in mgr.status()}[model_id]
     finally:
         mgr.close()
+
+
+def test_prelu_patch_keeps_the_embedder_outputs(model_home: Path, testdata: Path) -> None:
+    """PRelu written as Max(x, a * x) at load time: the same embedding for real faces and for
+    random inputs, and no PRelu left in the graph ONNX Runtime gets."""
+    import onnx
+    import onnxruntime as ort
+
+    from facesocial.engine import Engine
+    from facesocial.models.graph_patches import prelu_as_max
+    from facesocial.settings import Settings
+    from facesocial.vision.alignment import align_faces
+
+    path = model_home / "w600k_mbf_folded.onnx"
+    patched = onnx.load_from_string(prelu_as_max(path))
+    assert not [n for n in patched.graph.node if n.op_type == "PRelu"]
+    assert len([n for n in onnx.load(str(path)).graph.node if n.op_type == "PRelu"]) == 34
+    engine = Engine(Settings(model_dir=model_home, intra_op_threads=1))
+    try:
+        rgb = engine.image(testdata / "faces" / "group_kit_rose.jpg")
+        dets = engine.detect(rgb)
+        crops = align_faces(rgb, dets.landmarks).astype(np.float32)
+        faces = ((crops - 127.5) / 127.5).transpose(0, 3, 1, 2)
+        noise = np.random.default_rng(3).normal(0, 1, (2, 3, 112, 112)).astype(np.float32)
+        x = np.ascontiguousarray(np.concatenate([faces, noise]))
+        raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        want = np.concatenate([raw.run(None, {"input.1": x[i:i + 1]})[0]
+                               for i in range(len(x))])
+        with engine.manager.use("w600k_mbf_folded") as m:  # the product's patched session
+            got = np.concatenate([m.session.run(None, {"input.1": x[i:i + 1]})[0]
+                                  for i in range(len(x))])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    finally:
+        engine.close()
