@@ -114,9 +114,9 @@ class SessionFactory:
         source: str | bytes = str(path)
         patch = spec.extra.get("load_patch")
         if patch:
-            from facesocial.models.graph_patches import PATCHES
+            from facesocial.models.graph_patches import apply
 
-            source = PATCHES[patch](path)
+            source = apply(path, patch)
         try:
             session = ort.InferenceSession(source, sess_options=opts, providers=prov_args)
         except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -297,12 +297,12 @@ def test_prelu_patch_keeps_the_embedder_outputs(model_home: Path, testdata: Path
     import onnxruntime as ort
 
     from facesocial.engine import Engine
-    from facesocial.models.graph_patches import prelu_as_max
+    from facesocial.models.graph_patches import apply
     from facesocial.settings import Settings
     from facesocial.vision.alignment import align_faces
 
     path = model_home / "w600k_mbf_folded.onnx"
-    patched = onnx.load_from_string(prelu_as_max(path))
+    patched = onnx.load_from_string(apply(path, "prelu_as_max"))
     assert not [n for n in patched.graph.node if n.op_type == "PRelu"]
     assert len([n for n in onnx.load(str(path)).graph.node if n.op_type == "PRelu"]) == 34
     engine = Engine(Settings(model_dir=model_home, intra_op_threads=1))

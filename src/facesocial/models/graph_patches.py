@@ -1,26 +1,37 @@
-"""Load-time ONNX graph patches declared in the catalog (``load_patch``).
+"""Load-time ONNX graph patches declared in the catalog (``load_patch``: one name or a list).
 
 A patch changes how a graph is shaped, never its weights, so outputs stay
 those of the catalog file (the version stays the same); tests check equality.
+Each patch takes and returns an ``onnx.ModelProto``; :func:`apply` loads the file once,
+applies the patches in order and serializes the result for ONNX Runtime.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def free_batch(path: Path) -> bytes:
+def apply(path: Path, names: str | list[str]) -> bytes:
+    import onnx
+
+    model = onnx.load(str(path))
+    for name in [names] if isinstance(names, str) else names:
+        model = PATCHES[name](model)
+    return model.SerializeToString()  # type: ignore[no-any-return]
+
+
+def free_batch(model: Any) -> Any:
     """Serialized model whose batch-1 Reshape targets copy the batch dimension instead.
 
     The MiniFASNet exports reshape to ``[1, -1]`` before the classifier; with
     ``[0, -1]`` (0 = keep the input's dimension) the same graph takes any batch.
     """
-    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     for node in graph.node:
@@ -36,10 +47,10 @@ def free_batch(path: Path) -> bytes:
         dims = value.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_param = "N"
-    return model.SerializeToString()
+    return model
 
 
-def prelu_as_max(path: Path) -> bytes:
+def prelu_as_max(model: Any) -> Any:
     """Serialized model with each PRelu whose slopes are all <= 1 written as Max(x, a * x).
 
     For slopes a <= 1 the two are the same function (x >= 0: a*x <= x; x < 0: a*x >= x),
@@ -48,10 +59,8 @@ def prelu_as_max(path: Path) -> bytes:
     w600k MobileFaceNet (34 PRelu): 21.8 -> 15.4 ms per face, outputs bit-identical
     (bench/roofline.py profiles the PRelu share).
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     nodes = []
@@ -66,7 +75,8 @@ def prelu_as_max(path: Path) -> bytes:
         nodes.append(helper.make_node("Max", [x, f"{y}__ax"], [y], name=f"{node.name}__max"))
     del graph.node[:]
     graph.node.extend(nodes)
-    return model.SerializeToString()
+    return model
 
 
-PATCHES = {"free_batch": free_batch, "prelu_as_max": prelu_as_max}
+PATCHES: dict[str, Callable[[Any], Any]] = {"free_batch": free_batch,
+                                            "prelu_as_max": prelu_as_max}
