@@ -160,7 +160,8 @@ def random_inputs(n: int = 32) -> tuple[dict[str, list[np.ndarray]], str]:
 def build_manager(model_dir: Path, threads: int, batching: bool, wait_ms: float,
                   batch_max: int, concurrency: int) -> ModelManager:
     settings = Settings(model_dir=model_dir, device="cpu", intra_op_threads=threads,
-                        batching=batching, batch_wait_ms=wait_ms, batch_max=batch_max,
+                        batching=batching, batching_on_cpu=batching,  # CPU batching is off
+                        batch_wait_ms=wait_ms, batch_max=batch_max,  # by default: measure it
                         model_concurrency=concurrency)
     catalog = Catalog.load()
     return ModelManager(settings, catalog, ModelStore(settings, catalog))

@@ -406,9 +406,9 @@ def load_onnx(spec: Any, path: Path) -> Any:
 
     patch = spec.extra.get("load_patch")
     if patch:
-        from facesocial.models.graph_patches import PATCHES
+        from facesocial.models.graph_patches import apply
 
-        return onnx.load_from_string(PATCHES[patch](path))
+        return onnx.load_from_string(apply(path, patch))
     return onnx.load(str(path))
 
 
