@@ -41,9 +41,14 @@ Per engine, size and setting: build seconds, memory (the index structure: vector
 pgvector's table + index on disk; RSS growth as well), recall@10, queries/s and p50/p95 latency.
 Each setting gets 20 warm-up queries, then runs the queries in order until all are done or
 ``--budget`` seconds have passed (at least 50 queries); recall is over the queries answered.
+By default each engine is built, measured and dropped in turn. On a shared machine the load
+then differs between engines; ``--interleave`` builds every engine first (all in memory at
+once) and measures all settings in turns, 25 queries each, on the same queries, so that the
+load falls on all of them alike (queries/s = queries / time spent in that setting).
 
     .venv/bin/python bench/search.py --quick                       # 10k, no pgvector, < 1 min
     .venv/bin/python bench/search.py --sizes 100000 --json bench/results/search.json
+    .venv/bin/python bench/search.py --sizes 100000 --interleave ...  # fair on a busy machine
     .venv/bin/python bench/search.py --sizes 1000000 --pg-build-limit 7200 --json ...
     .venv/bin/python bench/search.py --report a.json b.json --json merged.json  # tables only
 """
@@ -203,29 +208,83 @@ class Measured:
     load1: float
 
 
-def measure(fn: Callable[[np.ndarray], Sequence[int]], data: Data, budget_s: float,
-            match_cos: float, warmup: int = 20, min_queries: int = 50) -> Measured:
-    """Single-vector queries in order, until all are done or the budget is spent."""
-    for v in data.qs[:warmup]:
-        fn(v)
-    found: list[Sequence[int]] = []
-    lat: list[float] = []
-    t0 = time.perf_counter()
-    for v in data.qs:
-        t = time.perf_counter()
-        found.append(fn(v))
-        lat.append(time.perf_counter() - t)
-        if len(found) >= min_queries and time.perf_counter() - t0 > budget_s:
-            break
-    wall = time.perf_counter() - t0
-    hits = [np.isin(data.truth[i], np.asarray(f, np.int64)) for i, f in enumerate(found)]
-    got = np.stack(hits)
+@dataclass
+class Target:
+    """One engine at one setting: how to select the setting and answer one query."""
+    data: Data
+    engine: str
+    parameter: str
+    value: object
+    build_s: float | None
+    memory_mb: float | None
+    setup: Callable[[], None]
+    query: Callable[[np.ndarray], Sequence[int]] | None  # None: nothing to query (see note)
+    extra: dict[str, Any]
+
+    def row(self, m: Measured | None) -> Row:
+        return row(self.data, self.engine, self.parameter, self.value, self.build_s,
+                   self.memory_mb, m, **self.extra)
+
+
+def summarize(found: list[Sequence[int]], lat: list[float], wall: float, data: Data,
+              match_cos: float) -> Measured:
+    got = np.stack([np.isin(data.truth[i], np.asarray(f, np.int64))
+                    for i, f in enumerate(found)])
     strong = data.truth_sims[:len(found)] >= match_cos
     ms = np.asarray(lat) * 1000
     return Measured(qps=len(found) / wall, p50_ms=float(np.percentile(ms, 50)),
                     p95_ms=float(np.percentile(ms, 95)), recall=float(got.mean()),
                     match_recall=float(got[strong].mean()) if strong.any() else math.nan,
                     queries=len(found), load1=os.getloadavg()[0])
+
+
+def measure(t: Target, budget_s: float, match_cos: float, warmup: int = 20,
+            min_queries: int = 50) -> Measured:
+    """Single-vector queries in order, until all are done or the budget is spent."""
+    assert t.query is not None
+    t.setup()
+    for v in t.data.qs[:warmup]:
+        t.query(v)
+    found: list[Sequence[int]] = []
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for v in t.data.qs:
+        t1 = time.perf_counter()
+        found.append(t.query(v))
+        lat.append(time.perf_counter() - t1)
+        if len(found) >= min_queries and time.perf_counter() - t0 > budget_s:
+            break
+    return summarize(found, lat, time.perf_counter() - t0, t.data, match_cos)
+
+
+def measure_interleaved(targets: list[Target], budget_s: float, match_cos: float,
+                        chunk: int = 25, warmup: int = 20, min_queries: int = 50
+                        ) -> list[Measured]:
+    """All targets answer the same queries, ``chunk`` at a time in turn, so that a shared
+    machine's changing load falls on all of them alike; stops at a chunk boundary once
+    ``budget_s`` per target is spent. Queries/s = queries / time spent in that target."""
+    qs = targets[0].data.qs
+    for t in targets:
+        assert t.query is not None
+        t.setup()
+        for v in qs[:warmup]:
+            t.query(v)
+    found: list[list[Sequence[int]]] = [[] for _ in targets]
+    lat: list[list[float]] = [[] for _ in targets]
+    t0 = time.perf_counter()
+    for start in range(0, len(qs), chunk):
+        for i, t in enumerate(targets):
+            assert t.query is not None
+            t.setup()
+            for v in qs[start:start + chunk]:
+                t1 = time.perf_counter()
+                found[i].append(t.query(v))
+                lat[i].append(time.perf_counter() - t1)
+        if (start + chunk >= min_queries
+                and time.perf_counter() - t0 > budget_s * len(targets)):
+            break
+    return [summarize(f, w, sum(w), targets[0].data, match_cos) for f, w in zip(found, lat,
+                                                                                 strict=True)]
 
 
 def row(data: Data, engine: str, parameter: str, value: object, build_s: float | None,
@@ -244,7 +303,8 @@ def show(r: Row) -> None:
     if r["qps"] is None:
         log(f"  {r['engine']} {r['parameter']}={r['value']}: {r.get('note', 'no result')}")
         return
-    log(f"  {r['engine']} {r['parameter']}={r['value']}: {r['qps']:.1f} q/s, p50 "
+    setting = "" if r["parameter"] == "-" else f" {r['parameter']}={r['value']}"
+    log(f"  {r['engine']}{setting}: {r['qps']:.1f} q/s, p50 "
         f"{r['p50_ms']:.2f} ms, recall@10 {r['recall_at_10']:.4f} ({r['queries']} queries)")
 
 
@@ -261,7 +321,7 @@ class Opts:
 
 
 # ------------------------------------------------------------------- in-process engines
-def bench_vector_index(data: Data, hnsw: bool, o: Opts) -> Iterator[Row]:
+def bench_vector_index(data: Data, hnsw: bool, o: Opts) -> list[Target]:
     ids = [str(i) for i in range(data.n)]
     r0 = rss_mb()
     t0 = time.perf_counter()
@@ -278,20 +338,22 @@ def bench_vector_index(data: Data, hnsw: bool, o: Opts) -> Iterator[Row]:
         return [int(h.face_id) for h in idx.search(v, K)[0]]
 
     if not hnsw:
-        yield row(data, "exact (VectorIndex)", "-", "-", build, memory,
-                  measure(one, data, o.budget_s, o.match_cos), rss_growth_mb=growth)
-        return
-    params = (f"i8 graph M {idx.connectivity}, ef_add {idx.expansion_add}, "
-              f"{product.HNSW_OVERSAMPLE}x re-ranked")
-    for ef in o.product_sweep:
-        idx.expansion_search = ef
-        yield row(data, "product HNSW (VectorIndex)", "expansion_search", ef, build, memory,
-                  measure(one, data, o.budget_s, o.match_cos), rss_growth_mb=growth,
-                  graph_mb=graph_mb, config=params,
-                  default=ef == product.HNSW_EXPANSION_SEARCH)
+        return [Target(data, "exact (VectorIndex)", "-", "-", build, memory, lambda: None, one,
+                       {"rss_growth_mb": growth})]
+    params = (f"{product.HNSW_DTYPE} {product.HNSW_METRIC} graph, M {idx.connectivity}, "
+              f"ef_add {idx.expansion_add}, {product.HNSW_OVERSAMPLE}x re-ranked")
+    auto = product.expansion_for(data.n)  # the product's default width at this size
+
+    def width(ef: int) -> Callable[[], None]:
+        return lambda: setattr(idx, "expansion_search", ef)
+
+    return [Target(data, "product HNSW (VectorIndex)", "expansion_search", ef, build, memory,
+                   width(ef), one, {"rss_growth_mb": growth, "graph_mb": graph_mb,
+                                    "config": params, "default": ef == auto})
+            for ef in sorted({*o.product_sweep, auto})]
 
 
-def bench_faiss_hnsw(data: Data, o: Opts) -> Iterator[Row]:
+def bench_faiss_hnsw(data: Data, o: Opts) -> list[Target]:
     import faiss
 
     r0 = rss_mb()
@@ -305,18 +367,20 @@ def bench_faiss_hnsw(data: Data, o: Opts) -> Iterator[Row]:
     memory = (data.n * DIM * 4 + index.hnsw.neighbors.size() * 4
               + index.hnsw.offsets.size() * 8 + index.hnsw.levels.size() * 4) / 2**20
     log(f"  faiss HNSW: built in {build:.1f} s")
-    for ef in o.faiss_sweep:
-        index.hnsw.efSearch = ef
 
-        def one(v: np.ndarray) -> list[int]:
-            return index.search(v.reshape(1, -1), K)[1][0].tolist()
+    def one(v: np.ndarray) -> list[int]:
+        return index.search(v.reshape(1, -1), K)[1][0].tolist()
 
-        yield row(data, "faiss IndexHNSWFlat", "efSearch", ef, build, memory,
-                  measure(one, data, o.budget_s, o.match_cos), rss_growth_mb=growth,
-                  config=f"M {o.faiss_m}, efConstruction {o.faiss_efc}")
+    def width(ef: int) -> Callable[[], None]:
+        return lambda: setattr(index.hnsw, "efSearch", ef)
+
+    return [Target(data, "faiss IndexHNSWFlat", "efSearch", ef, build, memory, width(ef), one,
+                   {"rss_growth_mb": growth,
+                    "config": f"M {o.faiss_m}, efConstruction {o.faiss_efc}"})
+            for ef in o.faiss_sweep]
 
 
-def bench_faiss_ivf(data: Data, o: Opts) -> Iterator[Row]:
+def bench_faiss_ivf(data: Data, o: Opts) -> list[Target]:
     import faiss
 
     nlist = 1 << round(math.log2(4 * math.sqrt(data.n)))
@@ -333,15 +397,17 @@ def bench_faiss_ivf(data: Data, o: Opts) -> Iterator[Row]:
     growth = rss_mb() - r0
     memory = (data.n * (DIM * 4 + 8) + nlist * DIM * 4) / 2**20
     log(f"  faiss IVF: nlist {nlist}, built in {build:.1f} s")
-    for frac in o.ivf_probe_fracs:
-        index.nprobe = max(1, round(frac * nlist))
 
-        def one(v: np.ndarray) -> list[int]:
-            return index.search(v.reshape(1, -1), K)[1][0].tolist()
+    def one(v: np.ndarray) -> list[int]:
+        return index.search(v.reshape(1, -1), K)[1][0].tolist()
 
-        yield row(data, "faiss IndexIVFFlat", "nprobe", index.nprobe, build, memory,
-                  measure(one, data, o.budget_s, o.match_cos), rss_growth_mb=growth,
-                  config=f"nlist {nlist}, k-means 10 iterations on {len(sample)} vectors")
+    def probes(p: int) -> Callable[[], None]:
+        return lambda: setattr(index, "nprobe", p)
+
+    config = f"nlist {nlist}, k-means 10 iterations on {len(sample)} vectors"
+    return [Target(data, "faiss IndexIVFFlat", "nprobe", p, build, memory, probes(p), one,
+                   {"rss_growth_mb": growth, "config": config})
+            for p in dict.fromkeys(max(1, round(f * nlist)) for f in o.ivf_probe_fracs)]
 
 
 # ---------------------------------------------------------------------------- pgvector
@@ -409,7 +475,8 @@ class Pg:
                     log(f"  pgvector build: {r[0]}, {r[1]} of {r[2]} tuples "
                         f"({time.perf_counter() - t0:.0f} s)")
 
-    def bench(self, data: Data, o: Opts, build_limit_s: int) -> Iterator[Row]:
+    def bench(self, data: Data, o: Opts, build_limit_s: int) -> list[Target]:
+        """Load and index ``data``; the table stays until the next size (or close)."""
         import psycopg
 
         c = self.conn
@@ -439,12 +506,13 @@ class Pg:
             rate = done / seen[-1][0] if seen and seen[-1][0] > 0 else 0.0
             note = (f"build stopped at the {build_limit_s} s limit: {done} of {data.n} tuples "
                     f"inserted into the graph ({rate:.0f}/s on average)")
-            yield row(data, "pgvector HNSW", "hnsw.ef_search", "-", None, None, None,
-                      note=note, build_limit_s=build_limit_s, build_spent_s=spent,
-                      tuples_done=done, progress=seen, config=config, copy_s=load)
             c.execute("SET statement_timeout = 0")
             c.execute("DROP TABLE bench")
-            return
+            return [Target(data, "pgvector HNSW", "hnsw.ef_search", "-", None, None,
+                           lambda: None, None,
+                           {"note": note, "build_limit_s": build_limit_s,
+                            "build_spent_s": spent, "tuples_done": done, "progress": seen,
+                            "config": config, "copy_s": load})]
         finally:
             stop.set()
         build = time.perf_counter() - t0
@@ -458,16 +526,17 @@ class Pg:
         assert "bench_hnsw" in plan, plan
         if self._has_prewarm():
             c.execute("SELECT pg_prewarm('bench_hnsw')")
-        for ef in o.pg_sweep:
-            c.execute(f"SET hnsw.ef_search = {int(ef)}")
 
-            def one(v: np.ndarray) -> list[int]:
-                return [r[0] for r in c.execute(sql, (lit(v),), prepare=True)]
+        def one(v: np.ndarray) -> list[int]:
+            return [r[0] for r in c.execute(sql, (lit(v),), prepare=True)]
 
-            yield row(data, "pgvector HNSW", "hnsw.ef_search", ef, build, table_mb + index_mb,
-                      measure(one, data, o.budget_s, o.match_cos), table_mb=table_mb,
-                      index_mb=index_mb, copy_s=load, progress=seen, config=config)
-        c.execute("DROP TABLE bench")
+        def width(ef: int) -> Callable[[], None]:
+            return lambda: c.execute(f"SET hnsw.ef_search = {int(ef)}") and None
+
+        extra = {"table_mb": table_mb, "index_mb": index_mb, "copy_s": load,
+                 "progress": seen, "config": config}
+        return [Target(data, "pgvector HNSW", "hnsw.ef_search", ef, build, table_mb + index_mb,
+                       width(ef), one, extra) for ef in o.pg_sweep]
 
     def _has_prewarm(self) -> bool:
         try:
@@ -484,10 +553,24 @@ def smallest_reaching(rows: list[Row], target: float) -> Row | None:
                  and r["recall_at_10"] >= target), None)
 
 
-def by_engine(rows: list[Row]) -> dict[tuple[int, str, str], list[Row]]:
-    out: dict[tuple[int, str, str], list[Row]] = {}
+def qps_at(rows: list[Row], level: float) -> float | None:
+    """Queries/s at recall ``level`` on the sweep's curve: log-linear between the last setting
+    below it and the first at or above it (the first setting's own when it already is)."""
+    for i, r in enumerate(rows):
+        if r["recall_at_10"] is not None and r["recall_at_10"] >= level:
+            if i == 0 or rows[i - 1]["recall_at_10"] is None:
+                return r["qps"]
+            a = rows[i - 1]
+            t = (level - a["recall_at_10"]) / max(r["recall_at_10"] - a["recall_at_10"], 1e-12)
+            return math.exp(math.log(a["qps"]) + t * (math.log(r["qps"]) - math.log(a["qps"])))
+    return None
+
+
+def by_engine(rows: list[Row]) -> dict[tuple[int, str, str, str], list[Row]]:
+    """Rows by (size, mode, engine, run): a merged report keeps each run's sweep apart."""
+    out: dict[tuple[int, str, str, str], list[Row]] = {}
     for r in rows:
-        out.setdefault((r["n"], r["mode"], r["engine"]), []).append(r)
+        out.setdefault((r["n"], r["mode"], r["engine"], str(r.get("run", ""))), []).append(r)
     return out
 
 
@@ -501,10 +584,16 @@ def mem_cell(r: Row) -> str:
 
 def report(rows: list[Row]) -> None:
     groups = by_engine(rows)
+    runs = list(dict.fromkeys(str(r.get("run", "")) for r in rows))
+
+    def label(engine: str, run: str) -> str:  # "run 2" when several runs are merged
+        return engine if len(runs) < 2 else f"{engine} (run {runs.index(run) + 1})"
+
     print("\n### Summary: per engine, the smallest setting with recall@10 >= "
           f"{TARGET} (else the most accurate one)\n")
     table = []
-    for (n, _mode, engine), rs in groups.items():
+    for (n, _mode, engine, run), rs in groups.items():
+        engine = label(engine, run)
         measured = [r for r in rs if r["qps"] is not None]
         if not measured:
             table.append([f"{n:,}", engine, "-", "-", rs[0].get("note", "-"), "-", "-", "-",
@@ -523,38 +612,64 @@ def report(rows: list[Row]) -> None:
     print("\n### All settings\n")
     print(md_table(["N", "engine", "parameter", "value", "queries/s", "p50 ms", "p95 ms",
                     "recall@10", "match recall", "queries", "load 1 min"],
-                   [[f"{r['n']:,}", r["engine"], r["parameter"], r["value"], fmt(r["qps"]),
-                     fmt(r["p50_ms"], 2), fmt(r["p95_ms"], 2), fmt(r["recall_at_10"], 4),
-                     fmt(r["match_recall"], 4), r["queries"], fmt(r["load1"], 1)]
+                   [[f"{r['n']:,}", label(r["engine"], str(r.get("run", ""))), r["parameter"],
+                     r["value"], fmt(r["qps"]), fmt(r["p50_ms"], 2), fmt(r["p95_ms"], 2),
+                     fmt(r["recall_at_10"], 4), fmt(r["match_recall"], 4), r["queries"],
+                     fmt(r["load1"], 1)]
                     for r in rows]))
 
     print("\n### Against pgvector HNSW at equal recall\n")
-    print(f"R = {TARGET} where pgvector reaches it, else pgvector's best recall. Per engine, "
-          "the smallest setting with recall@10 >= R, and its queries/s over pgvector's.\n")
+    print(f"R = {TARGET} where pgvector reaches it, else pgvector's best recall. Per engine: the "
+          "smallest setting with recall@10 >= R and its queries/s, and the queries/s at exactly "
+          "R on the sweep's curve (log-linear between the two settings around R), over "
+          "pgvector's.\n")
     out = []
     for n in sorted({r["n"] for r in rows}):
         pg = [r for r in rows if r["n"] == n and r["engine"] == "pgvector HNSW"
               and r["qps"] is not None]
         if not pg:
             continue
-        pg_pick = smallest_reaching(pg, TARGET) or max(pg, key=lambda r: r["recall_at_10"])
-        level = min(TARGET, pg_pick["recall_at_10"])
-        pg_pick = smallest_reaching(pg, level) or pg_pick
-        for (m, _mode, engine), rs in groups.items():
-            if m != n:
+        level = min(TARGET, max(r["recall_at_10"] for r in pg))
+        pg_qps = qps_at(pg, level)
+        assert pg_qps is not None
+        for (m, _mode, engine, run), rs in groups.items():
+            engine = label(engine, run)
+            measured = [r for r in rs if r["qps"] is not None]
+            if m != n or not measured:
                 continue
-            pick = smallest_reaching([r for r in rs if r["qps"] is not None], level)
+            pick = smallest_reaching(measured, level)
             if pick is None:
-                out.append([f"{n:,}", engine, fmt(level, 4), "never reached", "-", "-", "-"])
+                out.append([f"{n:,}", engine, fmt(level, 4), "never reached", "-", "-", "-",
+                            "-"])
                 continue
-            out.append([f"{n:,}", engine, fmt(level, 4), f"{pick['parameter']} {pick['value']}",
-                        fmt(pick["recall_at_10"], 4), fmt(pick["qps"]),
-                        f"{pick['qps'] / pg_pick['qps']:.2f}x"])
-    print(md_table(["N", "engine", "R", "setting", "recall@10", "queries/s", "vs pgvector"],
-                   out))
+            at = qps_at(measured, level) or pick["qps"]
+            setting = "-" if pick["parameter"] == "-" else f"{pick['parameter']} {pick['value']}"
+            out.append([f"{n:,}", engine, fmt(level, 4), setting, fmt(pick["recall_at_10"], 4),
+                        fmt(pick["qps"]), fmt(at), f"{at / pg_qps:.2f}x"])
+    print(md_table(["N", "engine", "R", "setting", "recall@10", "queries/s", "queries/s at R",
+                    "vs pgvector at R"], out))
 
 
 # -------------------------------------------------------------------------------- main
+def prepare(engine: str, data: Data, o: Opts, pg: Pg | None, pg_limit_s: int
+            ) -> list[Target]:
+    """Build one engine over ``data``: its settings, ready to be queried."""
+    if engine in ("exact", "product"):
+        return bench_vector_index(data, engine == "product", o)
+    if engine == "faiss-hnsw":
+        return bench_faiss_hnsw(data, o)
+    if engine == "faiss-ivf":
+        return bench_faiss_ivf(data, o)
+    return pg.bench(data, o, pg_limit_s) if pg else []
+
+
+def run_sequential(engine: str, data: Data, o: Opts, pg: Pg | None, pg_limit_s: int,
+                   keep: Callable[[Row], None]) -> None:
+    """Build, measure each setting in turn, then drop the engine (before the next is built)."""
+    for t in prepare(engine, data, o, pg, pg_limit_s):
+        keep(t.row(measure(t, o.budget_s, o.match_cos) if t.query else None))
+
+
 def ints(s: str) -> list[int]:
     return [int(float(a)) for a in s.split(",") if a]
 
@@ -583,6 +698,9 @@ def main() -> None:
     ap.add_argument("--pg-mwm", default="8GB", help="maintenance_work_mem")
     ap.add_argument("--pg-workers", type=int, default=1,
                     help="max_parallel_maintenance_workers (leader + 1 = 2 cores)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="build every engine first, then measure all settings in turns, "
+                    "25 queries each, so that a shared machine's load falls on all alike")
     ap.add_argument("--quick", action="store_true",
                     help="10k, 200 queries, no pgvector, short sweeps (well under a minute)")
     ap.add_argument("--json", type=Path, default=None, help="write the result rows here")
@@ -593,9 +711,9 @@ def main() -> None:
         rows = [r for p in args.report for r in json.loads(p.read_text())]
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1, default=str))
-        for run in dict.fromkeys(str(r.get("run")) for r in rows):
-            print(f"- run {run}: " + ", ".join(sorted({f"{r['engine']} at {r['n']:,}"
-                                                       for r in rows if r.get("run") == run})))
+        for i, run in enumerate(dict.fromkeys(str(r.get("run", "")) for r in rows)):
+            print(f"- run {i + 1} ({run}): " + ", ".join(sorted(
+                {f"{r['engine']} at {r['n']:,}" for r in rows if str(r.get("run", "")) == run})))
         report(rows)
         return
     if args.quick:
@@ -629,10 +747,10 @@ def main() -> None:
         info["versions"]["pgvector"] = pg.version
     print(f"## Gallery search, {args.mode} data\n")
     print_run_header(info, command)
-    print(f"- product index: {product.HNSW_DTYPE} graph, connectivity "
+    print(f"- product index: {product.HNSW_DTYPE} graph ({product.HNSW_METRIC}), connectivity "
           f"{product.HNSW_CONNECTIVITY}, expansion_add {product.HNSW_EXPANSION_ADD}, default "
-          f"expansion_search {product.HNSW_EXPANSION_SEARCH}, "
-          f"{product.HNSW_OVERSAMPLE}x candidates re-ranked exactly")
+          "expansion_search " + ", ".join(f"{product.expansion_for(n)} at {n:,}" for n in sizes)
+          + f", {product.HNSW_OVERSAMPLE}x candidates re-ranked exactly")
     if pg:
         print(f"- pgvector: m {HNSW_M}, ef_construction {HNSW_EF_CONSTRUCTION}, "
               + ", ".join(f"{k} {v}" for k, v in pg.settings.items()))
@@ -659,21 +777,21 @@ def main() -> None:
                         f"slots are >= {args.match_cos} (same identity)")
             log(f"n={n:,} {args.mode}: {len(data.qs)} queries{same}; generated in "
                 f"{data.gen_s:.1f} s, ground truth in {data.truth_s:.1f} s")
-            if "exact" in engines:
-                for r in bench_vector_index(data, False, opts):
-                    keep(r)
-            if "product" in engines:
-                for r in bench_vector_index(data, True, opts):
-                    keep(r)
-            if "faiss-hnsw" in engines:
-                for r in bench_faiss_hnsw(data, opts):
-                    keep(r)
-            if "faiss-ivf" in engines:
-                for r in bench_faiss_ivf(data, opts):
-                    keep(r)
-            if pg and n in pg_sizes:
-                for r in pg.bench(data, opts, args.pg_build_limit):
-                    keep(r)
+            here = pg if n in pg_sizes else None
+            if not args.interleave:
+                for engine in engines:  # in the order given
+                    run_sequential(engine, data, opts, here, args.pg_build_limit, keep)
+            else:  # every engine built first, then measured in turns on the same queries
+                targets = [t for e in engines
+                           for t in prepare(e, data, opts, here, args.pg_build_limit)]
+                live = [t for t in targets if t.query]
+                log(f"  measuring {len(live)} settings in turns")
+                got = dict(zip(map(id, live), measure_interleaved(live, opts.budget_s,
+                                                                  opts.match_cos),
+                               strict=True))
+                for t in targets:
+                    keep(t.row(got.get(id(t))))
+                del targets, live
             del data
     finally:
         if pg:

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from facesocial.errors import IncompatibleEmbeddings
-from facesocial.gallery.index import GalleryIndex, VectorIndex
+from facesocial.gallery.index import (
+    HNSW_EXPANSION_MAX,
+    HNSW_EXPANSION_REF,
+    HNSW_EXPANSION_SEARCH,
+    HNSW_OVERSAMPLE,
+    GalleryIndex,
+    VectorIndex,
+    expansion_for,
+)
 
 from .synth import near, unit
 
@@ -136,3 +144,52 @@ def test_concurrent_adds_removes_and_searches() -> None:
     idx = gi.get(("m", "1"))
     assert idx is not None and len(idx) == 400 - len(range(0, 400, 3))
     assert set(idx.snapshot()) == {f"f{i}" for i in range(400) if i % 3}
+
+
+def test_hnsw_reranks_oversampled_graph_candidates() -> None:
+    """The graph proposes HNSW_OVERSAMPLE x k candidates (its i8 distances misorder
+    near-ties); the hits are the best k of them by exact float32 cosine, best first."""
+    rng = np.random.default_rng(6)
+    vecs = unit(rng, 64, 600)
+    idx = VectorIndex(64, hnsw_min=100, expansion_search=16)  # below the candidates asked
+    idx.add_many([f"f{i}" for i in range(600)], [f"i{i}" for i in range(600)], vecs)
+    assert idx.mode == "hnsw"
+    graph = idx._hnsw
+    asked: list[int] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(graph, name)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            setattr(graph, name, value)
+
+        def search(self, q: np.ndarray, count: int) -> object:
+            asked.append(count)
+            return graph.search(q, count)
+
+    idx._hnsw = Spy()
+    q = unit(rng, 64, 3)
+    got = idx.search(q, 5)
+    assert asked == [5 * HNSW_OVERSAMPLE]
+    assert graph.expansion_search >= 5 * HNSW_OVERSAMPLE
+    for r, row in enumerate(got):
+        assert len(row) == 5
+        exact = [float(q[r] @ vecs[int(h.face_id[1:])]) for h in row]
+        assert [h.score for h in row] == pytest.approx(exact, abs=1e-6)
+        assert exact == sorted(exact, reverse=True)
+
+
+def test_search_width_grows_with_the_gallery_unless_fixed() -> None:
+    assert expansion_for(10) == expansion_for(HNSW_EXPANSION_REF) == HNSW_EXPANSION_SEARCH
+    widths = [expansion_for(n) for n in (200_000, 500_000, 1_000_000, 10**8)]
+    assert widths == sorted(widths) and widths[-1] == HNSW_EXPANSION_MAX
+    assert 7_000 <= expansion_for(1_000_000) <= 9_000  # measured: 8192 for recall@10 0.994
+    rng = np.random.default_rng(7)
+    auto, fixed = VectorIndex(32, hnsw_min=50), VectorIndex(32, hnsw_min=50, expansion_search=64)
+    vecs = unit(rng, 32, 80)
+    for idx in (auto, fixed):
+        idx.add_many([f"f{i}" for i in range(80)], [f"i{i}" for i in range(80)], vecs)
+        assert idx.mode == "hnsw" and idx.search(vecs[3], 1)[0][0].face_id == "f3"
+    assert auto.search_width() == HNSW_EXPANSION_SEARCH and fixed.search_width() == 64
+    assert auto._hnsw.expansion_search == HNSW_EXPANSION_SEARCH
