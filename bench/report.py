@@ -87,11 +87,25 @@ def _search_target(search: Any) -> list[str]:
     if ours is None:
         return [f"{name} (largest run: {big:,})", target, "in-process index never reached "
                 "the recall", "not met"]
-    if pg is None:
+    if pg is None:  # pgvector never reached the recall: compare at its best one instead
+        pgs = [r for r in at if r["engine"].startswith("pgvector")]
+        head = (f"in-process {ours['qps']:.0f} QPS at recall {ours['recall_at_10']:.3f}; "
+                "pgvector never reached it")
+        if not pgs:
+            return [f"{name} (largest run: {big:,})", target, head + " (not run)",
+                    "not measured" if big >= 1_000_000 else "not measured at 1M"]
+        top = max(pgs, key=lambda r: (r["recall_at_10"], r["qps"]))
+        level = top["recall_at_10"]
+        even = [r for r in at if "VectorIndex" in r["engine"] and r["recall_at_10"] >= level]
+        mine = max(even, key=lambda r: r["qps"])  # non-empty: ours reached a higher recall
+        ratio = mine["qps"] / top["qps"]
+        status = ("met (pgvector tops out below the recall)" if ratio >= SEARCH_QPS_RATIO
+                  else f"partly met: {ratio:.1f}x at pgvector's best recall") \
+            if big >= 1_000_000 else "not measured at 1M"
         return [f"{name} (largest run: {big:,})", target,
-                f"in-process {ours['qps']:.0f} QPS at recall {ours['recall_at_10']:.3f}; "
-                "pgvector did not reach the recall", "met (pgvector below the recall)"
-                if big >= 1_000_000 else "not measured at 1M"]
+                f"{head} (best {level:.3f} at {top['qps']:.0f} QPS); at that recall in-process "
+                f"{mine['qps']:.0f} QPS (recall {mine['recall_at_10']:.3f}): {ratio:.1f}x",
+                status]
     ratio = ours["qps"] / pg["qps"]
     status = ("met" if ratio >= SEARCH_QPS_RATIO else
               f"not met: {ratio:.1f}x") if big >= 1_000_000 else "not measured at 1M"
