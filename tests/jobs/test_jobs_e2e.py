@@ -132,6 +132,10 @@ def _import_zip(face_photos_labels: dict, testdata: Path) -> tuple[bytes, dict[s
                             (testdata / name).read_bytes()))
             per[meta["identity"]] = per.get(meta["identity"], 0) + 1
     entries.append(("people/README.txt", b"not an image"))
+    # a person whose only photo has no face: the identity made for them must not stay behind
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "JPEG")
+    entries.append(("people/nobody/wall.jpg", blank.getvalue()))
     return make_zip(entries), per
 
 
@@ -143,20 +147,24 @@ def test_gallery_import_enrols_once(deployment: Deployment, labels: dict,
         assert r.status_code == 202, r.text
         first = wait_job(c, r.json()["id"])
         assert first["state"] == "completed"
-        assert first["summary"]["identities"] == len(per)
+        assert first["summary"]["identities"] == len(per) + 1  # + nobody
         assert first["summary"]["skipped_entries"] == ["people/README.txt"]
         records = ndjson(c, first["id"])
         done = [x for x in records if x["state"] == "done"]
         failed = [x for x in records if x["state"] == "failed"]
-        assert len(records) == sum(per.values())
-        # refusals carry the enrolment reason (small or profile faces), never a crash
-        assert {x["error"]["code"] for x in failed} <= {"low_quality_face"}
-        assert len(failed) <= 3
+        assert len(records) == sum(per.values()) + 1
+        nobody = [x for x in failed if x["error"]["code"] == "expected_one_face"]
+        assert len(nobody) == 1 and nobody[0]["name"].endswith("nobody/wall.jpg")
+        assert len(first["summary"]["identities_removed_empty"]) == 1
+        # other refusals carry the enrolment reason (small or profile faces), never a crash
+        assert {x["error"]["code"] for x in failed if x not in nobody} <= {"low_quality_face"}
+        assert len(failed) <= 4
         assert first["summary"]["faces_created"] == len(done)
         identities = {i["name"]: i for i in c.get("/gallery/identities",
                                                   params={"limit": 200}).json()["items"]}
         for person in per:  # every labelled person got at least one face
             assert identities[person]["face_count"] >= 1, person
+        assert set(identities) == set(per)  # no empty "nobody"
         # the enrolled people are recognised in a photo none of their faces came from
         group = (testdata / "faces/group_kit_rose.jpg").read_bytes()
         rec = c.post("/face/recognize", files={"image": ("g.jpg", group)}).json()

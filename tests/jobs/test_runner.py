@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from facesocial.db.session import engine_for_url, session_factory, upgrade
@@ -245,3 +247,52 @@ def test_zip_limits(tmp_path: Path) -> None:
     with pytest.raises(InvalidArchive):
         zip_entries(io.BytesIO(b"PK\x03\x04garbage"), max_entries=10, max_entry_bytes=10,
                     max_total_bytes=100)
+
+
+def test_an_import_removes_the_identities_left_without_a_face(ctx: Ctx) -> None:
+    """An import creates its new identities at submit; when it ends, those that got no face
+    are deleted (on completion and on cancel), except one another running import uses."""
+    from facesocial.db.models import Identity
+    from facesocial.gallery import repository as repo
+
+    svc = JobService(ctx.settings, ctx.sessions, None, None, executor=_NullExecutor())
+
+    def submit(label: str, n: int) -> tuple[str, list[str], str]:
+        st = svc.submit(kind="gallery_import", owner="t", tasks=[], options={},
+                        files=[UploadedFile(f"{label}{i}.jpg", io.BytesIO(b"img%d" % i))
+                               for i in range(n)], archives=[], default_label=label)
+        with ctx.sessions() as s:
+            job = store.get_job(s, st.id)
+            return st.id, store.item_ids(s, st.id), job.options["identities"][label]
+
+    def enrol_first(_ctx: Any, job: Any, item: Any) -> dict[str, Any]:
+        if item.seq == 0:  # the first image of the person enrols, the others are refused
+            with ctx.sessions.begin() as s:
+                repo.add_face(s, job.options["identities"][item.label],
+                              embedding=np.array([1.0, 0.0], np.float32), model_id="m",
+                              model_version="1", quality=0.9, image_sha256=item.input_sha256)
+            return {"outcome": "created"}
+        raise TruncatedImage("not an image")
+
+    def refuse(*_: Any) -> dict[str, Any]:
+        raise TruncatedImage("not an image")
+
+    def alive() -> set[str]:
+        with ctx.sessions() as s:
+            return set(s.scalars(select(Identity.name)))
+
+    kept_job, kept_items, _ = submit("kept", 2)
+    r = ItemRunner(ctx, worker="t", handlers={"gallery_import": enrol_first})  # type: ignore[arg-type]
+    assert [r.process(i).state for i in kept_items] == ["done", "failed"]
+    assert ctx.status(kept_job).summary.get("identities_removed_empty") is None
+
+    gone_job, gone_items, gone_id = submit("gone", 2)
+    shared_job, shared_items, shared_id = submit("gone", 1)  # reuses the identity: still runs
+    assert shared_id == gone_id
+    r = ItemRunner(ctx, worker="t", handlers={"gallery_import": refuse})  # type: ignore[arg-type]
+    assert [r.process(i).state for i in gone_items] == ["failed", "failed"]
+    assert ctx.status(gone_job).state == "completed"
+    assert "gone" in alive()  # the running import still needs it
+    svc.cancel(shared_job)  # cancelled with nothing done: the empty identity goes now
+    assert alive() == {"kept"}
+    assert ctx.status(shared_job).summary["identities_removed_empty"] == [gone_id]

@@ -134,6 +134,27 @@ def get_identity(session: Session, identity_id: str, *, for_update: bool = False
     return ident
 
 
+def delete_if_empty(session: Session, identity_ids: list[str],
+                    created_by: Mapping[str, Any]) -> list[str]:
+    """Delete those of ``identity_ids`` that have no face and whose metadata holds every
+    ``created_by`` item (e.g. made by an import); returns the ids deleted.
+    Each identity row is locked first, so a face being enrolled into it either committed
+    before (and the identity stays) or fails on the foreign key after."""
+    gone: list[str] = []
+    for identity_id in dict.fromkeys(identity_ids):
+        ident = session.scalars(select(Identity).where(Identity.id == identity_id)
+                                .with_for_update()).one_or_none()
+        if ident is None or any((ident.meta or {}).get(k) != v for k, v in created_by.items()):
+            continue
+        if session.scalar(select(func.count()).select_from(Face)
+                          .where(Face.identity_id == identity_id)):
+            continue
+        session.execute(delete(Identity).where(Identity.id == identity_id),
+                        execution_options={"synchronize_session": False})
+        gone.append(identity_id)
+    return gone
+
+
 def find_identity_by_name(session: Session, name: str) -> Identity | None:
     """The oldest identity with exactly this name (None: there is none)."""
     return session.scalars(select(Identity).where(Identity.name == name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from facesocial.db.models import Job, JobItem
@@ -28,6 +29,9 @@ class JobContext(Protocol):
     gallery: Any  # facesocial.gallery.service.Gallery
     spool: Spool
     sessions: sessionmaker[Session]
+
+
+IMPORT_SOURCE = "gallery_import"  # identities.metadata.source of those an import created
 
 
 def run_batch(ctx: JobContext, job: Job, item: JobItem) -> dict[str, Any]:
@@ -89,6 +93,35 @@ def run_import(ctx: JobContext, job: Job, item: JobItem) -> dict[str, Any]:
     return {"identity_id": identity_id, "identity": item.label, "face_id": enrolled.face.id,
             "outcome": enrolled.outcome.value, "quality": round(candidate.quality or 0.0, 4),
             "model": candidate.embedding.model.to_dict()}
+
+
+def end_import(ctx: JobContext, job_id: str) -> list[str]:
+    """Once an import job has ended and no item runs: of the identities it was given, delete
+    those an import created that still have no face (every image of that person failed, or
+    the job was cancelled first), unless an import still running was given them too (it
+    deletes them when it ends, if they are still empty then). Idempotent; the ids go into
+    the job's summary as ``identities_removed_empty``."""
+    from facesocial.gallery import repository as repo
+    from facesocial.jobs import store
+    from facesocial.jobs.model import ACTIVE_JOB
+
+    with ctx.sessions.begin() as session:
+        job = store.get_job(session, job_id)
+        if job.kind != "gallery_import" or job.state in ACTIVE_JOB or \
+                store.counts(session, job_id).get("running", 0):
+            return []
+        mine = set((job.options or {}).get("identities", {}).values())
+        others = session.scalars(select(Job.options).where(
+            Job.kind == "gallery_import", Job.state.in_(ACTIVE_JOB), Job.id != job_id)).all()
+        for opts in others:
+            mine -= set((opts or {}).get("identities", {}).values())
+        gone = repo.delete_if_empty(session, sorted(mine), {"source": IMPORT_SOURCE})
+        if gone:
+            summary = dict(job.summary or {})
+            summary["identities_removed_empty"] = sorted(
+                set(summary.get("identities_removed_empty", [])) | set(gone))
+            job.summary = summary
+    return gone
 
 
 HANDLERS: dict[str, Callable[[JobContext, Job, JobItem], dict[str, Any]]] = {

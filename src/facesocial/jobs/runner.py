@@ -14,7 +14,8 @@ behave alike:
   every :class:`FaceSocialError` with a 4xx status) fail the item at once with
   that error's stable code; anything unexpected fails it as ``internal_error``;
 * whoever finishes the last open item marks the job completed, writes its
-  summary and removes its spooled inputs (when retention is 0).
+  summary and removes its spooled inputs (when retention is 0); an import job's
+  identities that received no face are deleted then (``end_import``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from facesocial.db.models import JobItem
 from facesocial.errors import FaceSocialError, ModelLoadFailed
 from facesocial.jobs import store
-from facesocial.jobs.handlers import HANDLERS, JobContext, summarize
+from facesocial.jobs.handlers import HANDLERS, JobContext, end_import, summarize
 from facesocial.jobs.model import DONE, ENDED_JOB, FAILED, Outcome
 from facesocial.models.manager import ModelCapacityError
 
@@ -128,6 +129,7 @@ class ItemRunner:
                            if i.state == DONE and i.result is not None]
                 job.summary = {**(job.summary or {}), **summarize(job.kind, results)}
                 log.info("job %s completed", job_id)
+        end_import(self.ctx, job_id)
         finish_inputs(self.ctx, job_id)
 
 

@@ -42,14 +42,13 @@ from facesocial.errors import (
 from facesocial.gallery import repository as repo
 from facesocial.jobs import store
 from facesocial.jobs.executors import CeleryExecutor, EmbeddedExecutor, Executor
+from facesocial.jobs.handlers import IMPORT_SOURCE, end_import
 from facesocial.jobs.model import CANCELLED, OPEN_ITEM, JobStatus, NewItem
 from facesocial.jobs.runner import ItemRunner, finish_inputs
 from facesocial.jobs.spool import Spool, folder_label, open_entry, zip_entries
 from facesocial.settings import Settings
 
 log = logging.getLogger(__name__)
-
-IMPORT_SOURCE = "gallery_import"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +237,7 @@ class JobService:
         if won:
             self.executor.forget(job_id)
             log.info("job %s cancelled: %d pending items will not run", job_id, n)
+        end_import(self, job_id)  # else the last running item's end does it
         finish_inputs(self, job_id)
         return self.status(job_id)
 
