@@ -99,11 +99,15 @@ class Settings(BaseSettings):
     rate_limit_login_per_minute: int = Field(default=20, gt=0, description="per client address")
     result_cache_size: int = Field(default=512, ge=0)
     result_cache_ttl_s: int = Field(default=600, ge=0)
-    # exact search is one matrix product (~16 ms at 20k, ~80 ms at 100k faces here); the HNSW
-    # graph took 74 s to build at start for 50k faces and searched barely faster (bench/search.py)
+    # exact search is one matrix product per query (78 ms at 1M 512-d faces on 2 quiet cores,
+    # ~10x less at 100k); the HNSW graph costs minutes to build at start (720 s at 1M) and pays
+    # from a few hundred thousand faces (bench/search.py, gallery/index.py)
     gallery_hnsw_min: int = Field(default=200_000, gt=0, description="in-process index "
                                   "switches from exact search to HNSW above this many faces "
                                   "per model")
+    gallery_hnsw_ef: int = Field(default=0, ge=0, le=65_536, description="HNSW search width "
+                                 "(expansion_search); 0: grown with the gallery's size "
+                                 "(gallery/index.expansion_for)")
     recognize_top_k: int = Field(default=5, ge=1, le=100)
     # enrolment floors from the CFP quality bands (vision/quality.py): faces >= 0.6 miss
     # 0-1.1% of frontal probes, faces below 15-35%

@@ -182,9 +182,9 @@ def test_hnsw_reranks_oversampled_graph_candidates() -> None:
 
 def test_search_width_grows_with_the_gallery_unless_fixed() -> None:
     assert expansion_for(10) == expansion_for(HNSW_EXPANSION_REF) == HNSW_EXPANSION_SEARCH
-    widths = [expansion_for(n) for n in (200_000, 500_000, 1_000_000, 10**8)]
+    widths = [expansion_for(n) for n in (200_000, 500_000, 1_000_000, 10**10)]
     assert widths == sorted(widths) and widths[-1] == HNSW_EXPANSION_MAX
-    assert 7_000 <= expansion_for(1_000_000) <= 9_000  # measured: 8192 for recall@10 0.994
+    assert expansion_for(1_000_000) == 2 * HNSW_EXPANSION_SEARCH  # x2 per 10x faces
     rng = np.random.default_rng(7)
     auto, fixed = VectorIndex(32, hnsw_min=50), VectorIndex(32, hnsw_min=50, expansion_search=64)
     vecs = unit(rng, 32, 80)
@@ -193,3 +193,12 @@ def test_search_width_grows_with_the_gallery_unless_fixed() -> None:
         assert idx.mode == "hnsw" and idx.search(vecs[3], 1)[0][0].face_id == "f3"
     assert auto.search_width() == HNSW_EXPANSION_SEARCH and fixed.search_width() == 64
     assert auto._hnsw.expansion_search == HNSW_EXPANSION_SEARCH
+
+
+def test_the_width_setting_reaches_every_model_index() -> None:
+    rng = np.random.default_rng(8)
+    fixed, auto = GalleryIndex(hnsw_min=50, expansion_search=77), GalleryIndex(hnsw_min=50)
+    for gi in (fixed, auto):
+        gi.add(("m", "1"), "f0", "i0", unit(rng, 16, 1)[0])
+    assert fixed.get(("m", "1")).search_width() == 77
+    assert auto.get(("m", "1")).search_width() == HNSW_EXPANSION_SEARCH

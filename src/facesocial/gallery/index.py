@@ -35,18 +35,25 @@ ModelKey = tuple[str, str]  # (model id, model version)
 # 0.936 -> 0.985 at expansion_search 256 (30k faces), for a re-rank of 100 rows (~0.1 ms).
 #
 # The search width grows with the gallery. bench/search.py, clustered galleries (1..20 faces per
-# identity, queries = new faces of enrolled identities), recall@10 against exact search:
+# identity, queries = new faces of enrolled identities), recall@10 against exact search and, in
+# brackets, "match recall" (the same-identity faces among the true top 10 that were found: what a
+# 1:N identification can lose), one query at a time on 2 cores (BENCHMARKS.md, 2026-11-27):
 #   100k faces: 0.955 / 0.978 / 0.993 / 0.998 at expansion_search 256 / 512 / 1024 / 2048
-#   1M faces:   0.875 / 0.918 / 0.955 / 0.979 / 0.994 at 512 / 1024 / 2048 / 4096 / 8192
-# (the same-identity faces alone: >= 0.997 from 1024 on at 1M). Recall@10 >= 0.99 needs 1024 at
-# 100k and 8192 at 1M, so by default the width is 1024 up to 100k faces and grows as n^0.9 above
-# (~8100 at 1M), capped; a fixed expansion_search passed to VectorIndex overrides it.
+#   1M faces:   0.874 (0.9914) / 0.918 (0.9983) / 0.954 (0.99985) / 0.980 (1.0) / 0.993 (1.0)
+#               at 512 / 1024 / 2048 / 4096 / 8128: 136 / 85 / 43 / 20 / 11 queries/s,
+#               against 12.8 queries/s for the exact scan (one 2 GB matrix product per query).
+# So the width is chosen for identification: 1024 up to 100k faces (recall@10 0.99 there too),
+# then x2 per 10x faces (n^0.3: 2048 at 1M, every same-identity face but 1 in 7000 found, at 3.4x
+# the exact scan's rate). The strict top 10 (the impostors behind an identity's own faces
+# included) needs ~8k at 1M, where the graph is no faster than the exact scan: a deployment that
+# wants it keeps `gallery_hnsw_min` above its gallery size. `gallery_hnsw_ef` (settings) or a
+# fixed expansion_search passed to VectorIndex overrides the width.
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 1024  # at HNSW_EXPANSION_REF faces and below
 HNSW_EXPANSION_REF = 100_000
-HNSW_EXPANSION_GROWTH = 0.9
-HNSW_EXPANSION_MAX = 16_384
+HNSW_EXPANSION_GROWTH = 0.3  # x2 per 10x faces
+HNSW_EXPANSION_MAX = 8192
 HNSW_DTYPE = "i8"
 HNSW_METRIC = "ip"  # on unit vectors: the cosine
 HNSW_OVERSAMPLE = 10  # graph candidates per requested hit, re-ranked exactly
@@ -57,7 +64,7 @@ REBUILD_TOMBSTONE_RATIO = 0.5  # rebuild the graph when this share of it was rem
 
 
 def expansion_for(n: int) -> int:
-    """Default HNSW search width for ``n`` faces (recall@10 >= 0.99, see above)."""
+    """Default HNSW search width for ``n`` faces (see above)."""
     grow = max(1.0, n / HNSW_EXPANSION_REF) ** HNSW_EXPANSION_GROWTH
     return min(HNSW_EXPANSION_MAX, int(round(HNSW_EXPANSION_SEARCH * grow / 64)) * 64)
 
@@ -323,20 +330,25 @@ class VectorIndex:
 class GalleryIndex:
     """All per-model indexes of one gallery, rebuilt from the database at start."""
 
-    def __init__(self, hnsw_min: int) -> None:
+    def __init__(self, hnsw_min: int, expansion_search: int | None = None) -> None:
         self.hnsw_min = hnsw_min
+        self.expansion_search = expansion_search or None  # None/0: by each index's size
         self._lock = threading.RLock()
         self._indexes: dict[ModelKey, VectorIndex] = {}
 
     @classmethod
-    def from_repository(cls, session: Session, hnsw_min: int) -> GalleryIndex:
+    def from_repository(cls, session: Session, hnsw_min: int,
+                        expansion_search: int | None = None) -> GalleryIndex:
         """Load every stored embedding, grouped by (model id, version)."""
         from facesocial.gallery import repository as repo
 
-        index = cls(hnsw_min)
+        index = cls(hnsw_min, expansion_search)
         for count in repo.model_counts(session):
             index.load(session, (count.model_id, count.model_version))
         return index
+
+    def _new(self, dim: int) -> VectorIndex:
+        return VectorIndex(dim, self.hnsw_min, expansion_search=self.expansion_search)
 
     def load(self, session: Session, key: ModelKey) -> None:
         """(Re)build one model's index from the database."""
@@ -347,7 +359,7 @@ class GalleryIndex:
             if not len(data):
                 self._indexes.pop(key, None)
                 return
-            idx = VectorIndex(data.vectors.shape[1], self.hnsw_min)
+            idx = self._new(data.vectors.shape[1])
             idx.add_many(data.face_ids, data.identity_ids, data.vectors)
             self._indexes[key] = idx
         log.info("gallery index %s@%s: %d faces (%s)", key[0], key[1], len(idx), idx.mode)
@@ -365,7 +377,7 @@ class GalleryIndex:
         with self._lock:
             idx = self._indexes.get(key)
             if idx is None:
-                idx = self._indexes[key] = VectorIndex(int(np.asarray(vec).size), self.hnsw_min)
+                idx = self._indexes[key] = self._new(int(np.asarray(vec).size))
         idx.add(face_id, identity_id, vec)
 
     def remove(self, key: ModelKey, face_id: str) -> bool:

@@ -296,7 +296,8 @@ class Gallery:
             # the log position first: a write landing during the load is replayed again
             # later, which is harmless (replay is an upsert per face)
             _oldest, newest = repo.change_bounds(s)
-            self._index = GalleryIndex.from_repository(s, self.settings.gallery_hnsw_min)
+            self._index = GalleryIndex.from_repository(
+                s, self.settings.gallery_hnsw_min, self.settings.gallery_hnsw_ef)
             self._seen_seq = newest
 
     def sync(self) -> int:
