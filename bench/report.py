@@ -201,20 +201,35 @@ def _plots(results: Path) -> dict[str, str]:
                      cur["qps"] if cur["recall_at_10"] >= SEARCH_RECALL
                      else cur["recall_at_10"]):
                 best[key] = r
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-        for eng in dict.fromkeys(k[0] for k in best):
+        sizes = sorted({n for _, n in best}, reverse=True)[:2]  # the two largest galleries
+        fig, axes = plt.subplots(1, 1 + len(sizes), figsize=(4.2 * (1 + len(sizes)), 3.8))
+        a1, curves = axes[0], list(axes[1:])
+        engines = list(dict.fromkeys(k[0] for k in best))
+        colour = {e: f"C{i}" for i, e in enumerate(engines)}
+        for eng in engines:
             pts = sorted((n, r) for (e, n), r in best.items() if e == eng)
-            a1.plot([n for n, _ in pts], [r["qps"] for _, r in pts], "o-", label=eng)
-            a2.plot([n for n, _ in pts], [r["recall_at_10"] for _, r in pts], "o-", label=eng)
-        for a in (a1, a2):
-            a.set_xscale("log")
-            a.set_xlabel("gallery size (vectors)")
+            a1.plot([n for n, _ in pts], [r["qps"] for _, r in pts], "o-", label=eng,
+                    color=colour[eng])
+        a1.set_xscale("log")
         a1.set_yscale("log")
-        a1.set_ylabel("queries/s (single-vector)")
-        a2.set_ylabel("recall@10")
-        a2.axhline(SEARCH_RECALL, color="red", ls=":")
-        a1.legend(fontsize=7)
-        fig.suptitle("Search: best setting per engine (recall >= 0.99 where reached)")
+        a1.set_xlabel("gallery size (vectors)")
+        a1.set_ylabel("queries/s (one query at a time)")
+        a1.set_title("best setting (recall@10 >= 0.99 if reached)", fontsize=8)
+        a1.legend(fontsize=6)
+        for ax, n in zip(curves, sizes, strict=True):  # each engine's sweep: speed vs recall
+            for eng in engines:
+                sweep = sorted((r["recall_at_10"], r["qps"]) for r in rows
+                               if r["engine"] == eng and r["n"] == n
+                               and r.get("qps") is not None and r.get("recall_at_10") is not None)
+                if sweep:
+                    ax.plot([s[0] for s in sweep], [s[1] for s in sweep], "o-", ms=3,
+                            color=colour[eng], label=eng)
+            ax.axvline(SEARCH_RECALL, color="red", ls=":")
+            ax.set_yscale("log")
+            ax.set_xlabel("recall@10")
+            ax.set_ylabel("queries/s")
+            ax.set_title(f"{n:,} vectors: every setting", fontsize=8)
+        fig.suptitle("Gallery search")
         save(fig, "search.png", "search")
     memory = _load(results, "memory")
     if memory and memory.get("rows"):

@@ -86,7 +86,7 @@ def run_script(script: Script, quick: bool, model_home: str | None) -> Outcome:
     argv = list(script.quick if quick else script.argv)
     if model_home and script.takes_model_home:
         argv += [script.takes_model_home, model_home]
-    argv += ["--json", str(RESULTS / f"{script.name}.json")]
+    argv += ["--json", f"results/{script.name}.json"]  # relative to bench/, where it runs
     command = "cd bench && python " + shlex.join(argv)
     if script.name == "gpu" and not cuda_available():
         return Outcome(script.name, script.title, command, "not run", 0.0,
