@@ -6,7 +6,9 @@
     make bench                                # installs the bench extras, then the same
 
 Each script runs in its own process (so one's threads and memory do not disturb the
-next), with ``--json bench/results/<name>.json``; its printed tables (markdown, each with
+next), with ``--json bench/results/<name>.json``. A ``--quick`` run writes into
+``bench/results/quick/`` instead (report: ``bench/results/quick/BENCHMARKS.md``, not kept in
+git), so a smoke run never overwrites the full results; its printed tables (markdown, each with
 the machine, date, versions and exact command) go to ``bench/results/<name>.md`` and its
 log to ``<name>.log``. The report (:mod:`report`) puts the targets first, then each
 script's tables, the plots and the notes in ``bench/notes/<name>.md``. A script that fails
@@ -82,11 +84,12 @@ def cuda_available() -> bool:
         return False
 
 
-def run_script(script: Script, quick: bool, model_home: str | None) -> Outcome:
+def run_script(script: Script, quick: bool, model_home: str | None,
+               results: Path = RESULTS) -> Outcome:
     argv = list(script.quick if quick else script.argv)
     if model_home and script.takes_model_home:
         argv += [script.takes_model_home, model_home]
-    argv += ["--json", f"results/{script.name}.json"]  # relative to bench/, where it runs
+    argv += ["--json", os.path.relpath(results / f"{script.name}.json", BENCH)]  # cwd: bench/
     command = "cd bench && python " + shlex.join(argv)
     if script.name == "gpu" and not cuda_available():
         return Outcome(script.name, script.title, command, "not run", 0.0,
@@ -94,8 +97,8 @@ def run_script(script: Script, quick: bool, model_home: str | None) -> Outcome:
                        "this command on a GPU machine with `pip install -e .[gpu]`")
     print(f"== {script.name}: {command}", flush=True)
     t0 = time.perf_counter()
-    with open(RESULTS / f"{script.name}.md", "w") as out, \
-            open(RESULTS / f"{script.name}.log", "w") as log:
+    with open(results / f"{script.name}.md", "w") as out, \
+            open(results / f"{script.name}.log", "w") as log:
         try:
             done = subprocess.run([sys.executable, *argv], cwd=BENCH, stdout=out, stderr=log,
                                   timeout=script.timeout_s, env={**os.environ,
@@ -106,7 +109,7 @@ def run_script(script: Script, quick: bool, model_home: str | None) -> Outcome:
             status, reason = "failed", f"timed out after {script.timeout_s} s"
     seconds = time.perf_counter() - t0
     if status == "failed":
-        tail = (RESULTS / f"{script.name}.log").read_text(errors="replace").strip()[-600:]
+        tail = (results / f"{script.name}.log").read_text(errors="replace").strip()[-600:]
         reason += f"; log tail: {tail}" if tail else ""
     print(f"   {status} in {seconds:.0f} s {reason[:200]}", flush=True)
     return Outcome(script.name, script.title, command, status, seconds, reason)
@@ -120,32 +123,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma list of scripts to leave out")
     ap.add_argument("--model-home", default=None, help="default: each script pulls its own "
                     "from the shared mirror")
-    ap.add_argument("--report", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--report", default=None, help="default: BENCHMARKS.md (a --quick run: "
+                    "bench/results/quick/BENCHMARKS.md)")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report and plots "
                     "from bench/results without running anything")
     args = ap.parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = RESULTS / "quick" if args.quick else RESULTS
+    report_path = Path(args.report) if args.report else \
+        (results / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md")
+    results.mkdir(parents=True, exist_ok=True)
     only = {s for s in args.only.split(",") if s}
     skip = {s for s in args.skip.split(",") if s}
     unknown = (only | skip) - {s.name for s in SCRIPTS}
     if unknown:
         ap.error(f"unknown scripts: {', '.join(sorted(unknown))}")
-    outcomes_file = RESULTS / "suite.json"
+    outcomes_file = results / "suite.json"
     previous = {o["name"]: o for o in json.loads(outcomes_file.read_text())["outcomes"]} \
         if outcomes_file.exists() else {}
     if not args.report_only:
         for script in SCRIPTS:
             if (only and script.name not in only) or script.name in skip:
                 continue
-            previous[script.name] = asdict(run_script(script, args.quick, args.model_home))
+            previous[script.name] = asdict(run_script(script, args.quick, args.model_home,
+                                                      results))
         outcomes_file.write_text(json.dumps({"outcomes": list(previous.values()),
                                              "quick": args.quick}, indent=1))
     from report import write_report
 
-    write_report(Path(args.report), RESULTS, [previous[s.name] for s in SCRIPTS
+    write_report(report_path, results, [previous[s.name] for s in SCRIPTS
                                               if s.name in previous],
                  command="python bench/suite.py " + shlex.join(argv or sys.argv[1:]))
-    print(f"wrote {args.report} and plots in {RESULTS}")
+    print(f"wrote {report_path} and plots in {results}")
     return 0 if all(o["status"] != "failed" for o in previous.values()) else 1
 
 
