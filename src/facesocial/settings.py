@@ -165,6 +165,9 @@ class Settings(BaseSettings):
                                    "for session frames")
     sessions_per_pipeline: int = Field(default=4, ge=1, le=1000, description="N")
     session_queue_timeout_s: float = Field(default=10.0, ge=0)
+    session_one_per_client: bool = Field(default=True, description="a client's new session "
+                                         "replaces its live one, in whichever API process it "
+                                         "runs (closed with 4409 session_replaced)")
     session_state_check_s: float = Field(default=5.0, gt=0, description="how often a live "
                                          "session re-reads its client's state")
     evidence_dir: Path | None = Field(default=None, description="default data_dir/evidence")

@@ -154,7 +154,7 @@ def test_idle_connections_are_closed(tmp_path: Path, model_home: Path) -> None:
         server.stop()
 
 
-def test_two_api_processes_share_blocks_and_live_sessions_through_redis(
+def test_two_api_processes_share_blocks_replacements_and_live_sessions_via_redis(
         tmp_path: Path, model_home: Path, testdata: Path) -> None:
     prefix = f"fs-sess-{uuid.uuid4().hex[:8]}"
     env = {"FACESOCIAL_REDIS_URL": REDIS_URL, "FACESOCIAL_REDIS_PREFIX": prefix}
@@ -171,11 +171,27 @@ def test_two_api_processes_share_blocks_and_live_sessions_through_redis(
             with b.client(headers=b.auth()) as http:  # B sees A's session
                 seen = http.get("/sessions/live").json()["items"]
             assert [x["client_id"] for x in seen] == ["shared-1"]
-            admin_b.set_client_state("shared-1", "block", "from process B")
-            assert s.recv_until(("blocked",), timeout=10)["reason"] == "from process B"
-            with pytest.raises(StreamClosed) as closed:
-                s.recv(timeout=10)
-            assert closed.value.code == 4003
+            # the same client connects through B: its session on A is replaced, not doubled
+            with SessionStream.connect(b.url, "shared-1", key) as s2:
+                msg = s.recv_until(("replaced",), timeout=10)
+                assert msg["replaced_by"] == s2.session["session_id"]
+                with pytest.raises(StreamClosed) as closed:
+                    s.recv(timeout=10)
+                assert closed.value.code == 4409 and closed.value.reason == "session_replaced"
+                assert s2.send_frame(live)["decision"] == "allow"
+                with a.client(headers=a.auth()) as http:  # A unregisters it as it ends
+                    for _ in range(50):
+                        seen = [x["session_id"] for x in http.get("/sessions/live").json()
+                                ["items"]]
+                        if seen == [s2.session["session_id"]]:
+                            break
+                        time.sleep(0.1)
+                assert seen == [s2.session["session_id"]]
+                admin_b.set_client_state("shared-1", "block", "from process B")
+                assert s2.recv_until(("blocked",), timeout=10)["reason"] == "from process B"
+                with pytest.raises(StreamClosed) as closed:
+                    s2.recv(timeout=10)
+                assert closed.value.code == 4003
         with pytest.raises(StreamClosed):  # refused by A too (the state is in the database)
             SessionStream.connect(a.url, "shared-1", key)
         admin_a.close()

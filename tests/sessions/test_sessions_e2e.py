@@ -280,3 +280,21 @@ def test_session_endpoint_needs_json_auth_fields(env: Env) -> None:
         with pytest.raises(Exception) as closed:
             ws.recv(timeout=30)
         assert "1008" in str(closed.value)
+
+
+def test_a_clients_new_session_replaces_its_live_one(env: Env) -> None:
+    client_id, key = env.new_client("twice")
+    live = env.frame("faces/obama_3.jpg")
+    with stream(env, client_id, key) as first:
+        assert decide(first, live)[0]["decision"] == "allow"
+        with stream(env, client_id, key) as second:
+            msg = first.recv_until(("replaced",), timeout=10)
+            assert msg["replaced_by"] == second.session["session_id"]
+            with pytest.raises(StreamClosed) as closed:
+                first.recv(timeout=10)
+            assert closed.value.code == 4409
+            assert decide(second, live)[0]["decision"] == "allow"
+    with env.server.client(headers=env.server.auth()) as http:
+        r = http.get("/system/audit", params={"target": client_id})
+    replaced = [e for e in r.json()["items"] if e["action"] == "session.replaced"]
+    assert len(replaced) == 1 and replaced[0]["actor"] == "system"

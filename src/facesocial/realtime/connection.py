@@ -41,6 +41,7 @@ CLOSE_POLICY = 1008  # bad or missing credentials
 CLOSE_TRY_LATER = 1013  # system_full
 CLOSE_BLOCKED = 4003  # client blocked
 CLOSE_IDLE = 4408
+CLOSE_REPLACED = 4409  # the same client opened a newer session
 
 
 @dataclass(frozen=True, slots=True)

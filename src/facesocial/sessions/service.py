@@ -36,7 +36,7 @@ from facesocial.errors import (
     NotFound,
 )
 from facesocial.gallery import repository as repo
-from facesocial.realtime.connection import CLOSE_BLOCKED, FrameConnection, Inbound
+from facesocial.realtime.connection import CLOSE_BLOCKED, CLOSE_REPLACED, FrameConnection, Inbound
 from facesocial.security.apikeys import authenticate_api_key, create_api_key
 from facesocial.sessions.analyzer import FrameAnalyzer, Reference
 from facesocial.sessions.capacity import Pipeline, PipelinePool
@@ -179,11 +179,26 @@ class SessionService:
 
     # ---------------------------------------------------------- events
     def _on_event_threadsafe(self, event: dict[str, Any]) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(self._apply(event.get("client_id", ""),
-                                                          event.get("state", ""),
-                                                          event.get("reason"))))
+        if self._loop is None or self._loop.is_closed():
+            return
+        client_id = str(event.get("client_id", ""))
+        if event.get("replaced_by"):
+            act = lambda: self._replace(client_id, str(event["replaced_by"]))  # noqa: E731
+        else:
+            act = lambda: self._apply(client_id, event.get("state", ""),  # noqa: E731
+                                      event.get("reason"))
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(act()))
+
+    async def _replace(self, client_id: str, new_session: str) -> None:
+        """The client opened ``new_session`` (here or in another process): its older live
+        sessions in this process end, so one client never streams twice at once."""
+        for live in [x for x in self._local.values()
+                     if x.client_id == client_id and x.id != new_session]:
+            await live.conn.send({"type": "replaced", "client_id": client_id,
+                                  "session_id": live.id, "replaced_by": new_session})
+            await live.conn.close(CLOSE_REPLACED, "session_replaced")
+            await asyncio.to_thread(self._audit, "session.replaced", "system", client_id,
+                                    {"session_id": live.id, "replaced_by": new_session})
 
     async def _apply(self, client_id: str, state: str, reason: str | None) -> None:
         for live in [x for x in self._local.values() if x.client_id == client_id]:
@@ -282,6 +297,13 @@ class SessionService:
                    ) -> LiveSession:
         """Admit the session (queueing when full: SystemFull after the timeout)."""
         sid = new_id()
+        if self.settings.session_one_per_client:  # before admission: the old one frees its slot
+            try:
+                await asyncio.to_thread(self.registry.publish,
+                                        {"client_id": client.id, "replaced_by": sid})
+            except Exception:  # noqa: BLE001 - Redis down: this process still replaces its own
+                log.warning("could not announce session %s", sid, exc_info=True)
+                await self._replace(client.id, sid)
 
         async def queued(position: int) -> None:
             await conn.send({"type": "queued", "position": position,

@@ -4,7 +4,8 @@ authentication).
 Credentials go in the URL (``?token=`` an access token or ``?api_key=``; sessions add
 ``?client_id=``) or in the first message, ``{"type": "auth", ...}`` with the same
 fields, within ``ws_auth_timeout_s``. Bad credentials close the socket with 1008
-(policy violation) and the reason's code; a blocked client gets 4003.
+(policy violation) and the reason's code; a blocked client gets 4003, a session replaced by
+the same client's newer one 4409.
 
 ``/ws/realtime`` message types: ``face_detection_stream``, ``face_recognition_stream``,
 ``antispoof_stream`` (each with a base64 ``data`` frame; a binary message is a frame of
