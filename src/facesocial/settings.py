@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     gallery_hnsw_min: int = Field(default=200_000, gt=0, description="in-process index "
                                   "switches from exact search to HNSW above this many faces "
                                   "per model")
+    # pgvector (m 16) at 1M faces found at most 97.8% of same-identity faces (ef_search 1000,
+    # its ceiling) where the in-process graph finds 99.98% at twice the rate (bench/search.py);
+    # the in-process index costs RAM in every process (~3 GB at 1M) and a build at start
+    gallery_backend: Literal["auto", "memory", "pgvector"] = Field(
+        default="auto", description="gallery search: 'memory' (in-process index, kept in step "
+        "with the database's change log), 'pgvector' (SQL HNSW, PostgreSQL only); auto: "
+        "pgvector on PostgreSQL, memory on SQLite")
     gallery_hnsw_ef: int = Field(default=0, ge=0, le=65_536, description="HNSW search width "
                                  "(expansion_search); 0: grown with the gallery's size "
                                  "(gallery/index.expansion_for)")

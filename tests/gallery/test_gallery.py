@@ -425,3 +425,19 @@ def test_a_second_process_sees_writes_through_the_change_log(engine: Engine,
                                                                                 gone[1]}
     finally:
         other_engine.dispose()
+
+
+def test_the_search_backend_comes_from_the_settings(engine: Engine, tmp_path: Path) -> None:
+    """PostgreSQL deployments may search in process (FACESOCIAL_GALLERY_BACKEND=memory);
+    SQLite has no pgvector and says so."""
+    def make(choice: str) -> Gallery:
+        return Gallery(session_factory(engine), Settings(
+            data_dir=tmp_path, database_url=str(engine.url), gallery_backend=choice))
+
+    assert make("memory").backend == "memory"
+    if engine.dialect.name == "postgresql":
+        assert make("auto").backend == make("pgvector").backend == "pgvector"
+    else:
+        assert make("auto").backend == "memory"
+        with pytest.raises(ValueError, match="needs PostgreSQL"):
+            make("pgvector")

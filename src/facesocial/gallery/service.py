@@ -264,6 +264,8 @@ class Gallery:
             bind = s.get_bind()
         engine = getattr(bind, "engine", bind)
         dialect = engine.dialect.name
+        if backend == "auto":  # the caller's choice, else the settings', else by database
+            backend = settings.gallery_backend
         if backend == "auto":
             backend = "pgvector" if dialect == "postgresql" else "memory"
         if backend not in ("memory", "pgvector"):
