@@ -101,7 +101,6 @@ def end_import(ctx: JobContext, job_id: str) -> list[str]:
     the job was cancelled first), unless an import still running was given them too (it
     deletes them when it ends, if they are still empty then). Idempotent; the ids go into
     the job's summary as ``identities_removed_empty``."""
-    from facesocial.gallery import repository as repo
     from facesocial.jobs import store
     from facesocial.jobs.model import ACTIVE_JOB
 
@@ -110,17 +109,28 @@ def end_import(ctx: JobContext, job_id: str) -> list[str]:
         if job.kind != "gallery_import" or job.state in ACTIVE_JOB or \
                 store.counts(session, job_id).get("running", 0):
             return []
-        mine = set((job.options or {}).get("identities", {}).values())
-        others = session.scalars(select(Job.options).where(
-            Job.kind == "gallery_import", Job.state.in_(ACTIVE_JOB), Job.id != job_id)).all()
-        for opts in others:
-            mine -= set((opts or {}).get("identities", {}).values())
-        gone = repo.delete_if_empty(session, sorted(mine), {"source": IMPORT_SOURCE})
-        if gone:
-            summary = dict(job.summary or {})
-            summary["identities_removed_empty"] = sorted(
-                set(summary.get("identities_removed_empty", [])) | set(gone))
-            job.summary = summary
+        return prune_import(session, job)
+
+
+def prune_import(session: Session, job: Job) -> list[str]:
+    """:func:`end_import`'s work inside the caller's transaction (the one that completes the
+    job, so no reader sees it completed without its summary)."""
+    from facesocial.gallery import repository as repo
+    from facesocial.jobs.model import ACTIVE_JOB
+
+    if job.kind != "gallery_import":
+        return []
+    mine = set((job.options or {}).get("identities", {}).values())
+    others = session.scalars(select(Job.options).where(
+        Job.kind == "gallery_import", Job.state.in_(ACTIVE_JOB), Job.id != job.id)).all()
+    for opts in others:
+        mine -= set((opts or {}).get("identities", {}).values())
+    gone = repo.delete_if_empty(session, sorted(mine), {"source": IMPORT_SOURCE})
+    if gone:
+        summary = dict(job.summary or {})
+        summary["identities_removed_empty"] = sorted(
+            set(summary.get("identities_removed_empty", [])) | set(gone))
+        job.summary = summary
     return gone
 
 

@@ -15,7 +15,8 @@ behave alike:
   that error's stable code; anything unexpected fails it as ``internal_error``;
 * whoever finishes the last open item marks the job completed, writes its
   summary and removes its spooled inputs (when retention is 0); an import job's
-  identities that received no face are deleted then (``end_import``).
+  identities that received no face are deleted in the same transaction
+  (``prune_import``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from facesocial.db.models import JobItem
 from facesocial.errors import FaceSocialError, ModelLoadFailed
 from facesocial.jobs import store
-from facesocial.jobs.handlers import HANDLERS, JobContext, end_import, summarize
+from facesocial.jobs.handlers import (
+    HANDLERS,
+    JobContext,
+    end_import,
+    prune_import,
+    summarize,
+)
 from facesocial.jobs.model import DONE, ENDED_JOB, FAILED, Outcome
 from facesocial.models.manager import ModelCapacityError
 
@@ -123,13 +130,16 @@ class ItemRunner:
         summary is written in the same transaction as the state, so no reader ever sees a
         completed job without it."""
         with self.ctx.sessions.begin() as session:
-            if store.complete_if_done(session, job_id):
+            completed = store.complete_if_done(session, job_id)
+            if completed:
                 job = store.get_job(session, job_id)
                 results = [i.result for i in store.iter_items(session, job_id)
                            if i.state == DONE and i.result is not None]
                 job.summary = {**(job.summary or {}), **summarize(job.kind, results)}
+                prune_import(session, job)
                 log.info("job %s completed", job_id)
-        end_import(self.ctx, job_id)
+        if not completed:  # e.g. the last running item of a cancelled import ended
+            end_import(self.ctx, job_id)
         finish_inputs(self.ctx, job_id)
 
 
