@@ -97,8 +97,9 @@ class Settings(BaseSettings):
                                        "endpoint")
     rate_limit_face_per_minute: int = Field(default=120, gt=0)
     rate_limit_login_per_minute: int = Field(default=20, gt=0, description="per client address")
-    result_cache_size: int = Field(default=512, ge=0)
-    result_cache_ttl_s: int = Field(default=600, ge=0)
+    result_cache_size: int = Field(default=512, ge=0, description="results kept in process "
+                                   "(Redis, when configured, holds them instead); 0: no cache")
+    result_cache_ttl_s: int = Field(default=600, ge=0, description="0: no cache")
     # exact search is one matrix product per query (78 ms at 1M 512-d faces on 2 quiet cores,
     # ~10x less at 100k); the HNSW graph costs minutes to build at start (720 s at 1M) and pays
     # from a few hundred thousand faces (bench/search.py, gallery/index.py)

@@ -76,3 +76,14 @@ class RedisCache:
             self._r.set(f"{self.prefix}:{key}", json.dumps(value), ex=max(1, self.ttl))
         except Exception as exc:  # noqa: BLE001
             log.warning("result cache unavailable: %s", exc)
+
+
+def make_cache(settings: Any) -> ResultCache:
+    """The result cache the settings ask for: off when ``result_cache_size`` or
+    ``result_cache_ttl_s`` is 0 (with or without Redis), else in Redis when configured (shared
+    by the API processes), else in process."""
+    if settings.result_cache_size <= 0 or settings.result_cache_ttl_s <= 0:
+        return MemoryCache(0, 0)  # stores nothing: every request is analysed
+    if settings.redis_url:
+        return RedisCache(settings.redis_url, settings.result_cache_ttl_s, settings.redis_prefix)
+    return MemoryCache(settings.result_cache_size, settings.result_cache_ttl_s)

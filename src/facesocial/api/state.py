@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from facesocial.api.cache import MemoryCache, RedisCache, ResultCache
+from facesocial.api.cache import ResultCache, make_cache
 from facesocial.api.deps import Principal
 from facesocial.engine import FACE_TASKS, Engine
 from facesocial.observability.logging import request_id_var
@@ -38,10 +38,7 @@ class ServiceState:
         self.gallery = gallery
         self.tokens = TokenService(settings)
         self.limiter = limiter or make_rate_limiter(settings, prefix=f"{settings.redis_prefix}:rl")
-        self.cache: ResultCache = cache or (
-            RedisCache(settings.redis_url, settings.result_cache_ttl_s, settings.redis_prefix)
-            if settings.redis_url
-            else MemoryCache(settings.result_cache_size, settings.result_cache_ttl_s))
+        self.cache: ResultCache = cache or make_cache(settings)
         self.http_metrics = HttpMetrics()
         if jobs is None:
             from facesocial.jobs.service import JobService
