@@ -7,6 +7,11 @@ shared/testdata/faces, cycled) runs with tasks detect,embed. Timed: the upload (
 POST until 202) and the processing (from 202 until the job is completed, polled every
 0.1 s). Every item must be done with the labelled face count, or the run is refused.
 
+Realtime under batch load: after the timed job, 20 `/face/detect` requests one after
+another on the idle deployment, then the same while a second job (60 images) runs, so the
+table shows what a batch costs the realtime requests of the same machine (the result cache
+is off for the whole run, so every request is analysed).
+
 Settings are the product's defaults (ONNX Runtime threads: its default; embedded executor:
 1 thread; `facesocial worker`: 2 threads, niceness 10) unless given with --env.
 
@@ -52,7 +57,8 @@ def labelled_photos() -> list[tuple[str, bytes, int]]:
 def run(name: str, home: Path, photos: list[tuple[str, bytes, int]], n: int,
         extra_env: dict[str, str]) -> dict[str, Any]:
     executor, workers, threads, env = CONFIGS[name]
-    env = {"FACESOCIAL_INTRA_OP_THREADS": "0", **env, **extra_env}
+    env = {"FACESOCIAL_INTRA_OP_THREADS": "0", "FACESOCIAL_RESULT_CACHE_SIZE": "0", **env,
+           **extra_env}
     items = [(f"{i:04d}_{photos[i % len(photos)][0]}", photos[i % len(photos)][1],
               photos[i % len(photos)][2]) for i in range(n)]
     dep = deploy(executor, Path(tempfile.mkdtemp(prefix=f"fs-bench-batch-{name}-")), home,
@@ -72,6 +78,16 @@ def run(name: str, home: Path, photos: list[tuple[str, bytes, int]], n: int,
                           until=lambda s: s["state"] in ("completed", "failed", "cancelled"))
             t2 = time.perf_counter()
             records = ndjson(c, job["id"])
+            idle = detect_ms(c, photos, PROBES)
+            busy_job = c.post("/batch/submit", files=upload(
+                [(f"b{i:03d}_{photos[i % len(photos)][0]}", photos[i % len(photos)][1])
+                 for i in range(60)]), data={"tasks": "detect,embed"}).json()
+            wait_job(c, busy_job["id"], timeout=600, until=lambda s: s["counts"]["done"] >= 2
+                     or s["state"] in ("completed", "failed", "cancelled"))
+            busy = detect_ms(c, photos, PROBES)
+            busy_state = c.get(f"/batch/status/{busy_job['id']}").json()
+            busy_ok = busy_state["state"] == "running"  # the job ran throughout the probes
+            wait_job(c, busy_job["id"], timeout=600)
     finally:
         dep.stop()
     wrong = [r["name"] for r, it in zip(records, items, strict=True)
@@ -82,7 +98,29 @@ def run(name: str, home: Path, photos: list[tuple[str, bytes, int]], n: int,
     return {"name": name, "executor": executor, "workers": workers, "threads": threads
             or int(env.get("FACESOCIAL_BATCH_WORKERS", "1")), "images": n,
             "submit_s": t1 - t0, "process_s": t2 - t1, "ips": n / (t2 - t1),
-            "item_ms_median": item_ms[len(item_ms) // 2]}
+            "item_ms_median": item_ms[len(item_ms) // 2],
+            "detect_idle_ms": pct(idle), "detect_busy_ms": pct(busy),
+            "busy_throughout": busy_ok}
+
+
+PROBES = 20
+
+
+def detect_ms(c: Any, photos: list[tuple[str, bytes, int]], n: int) -> list[float]:
+    """``n`` /face/detect requests one after another; their round-trip times in ms."""
+    out = []
+    for i in range(n):
+        name, data, _ = photos[i % len(photos)]
+        t = time.perf_counter()
+        r = c.post("/face/detect", files={"image": (name, data)})
+        out.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200, r.text
+    return out
+
+
+def pct(ms: list[float]) -> dict[str, float]:
+    s = sorted(ms)
+    return {"p50": s[len(s) // 2], "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))]}
 
 
 def main() -> None:
@@ -119,6 +157,15 @@ def main() -> None:
         [[r["name"], r["executor"], f"{r['workers'] or 'API'} x {r['threads']}",
           fmt(r["submit_s"], 2), fmt(r["process_s"], 1), fmt(r["ips"], 2),
           fmt(r["item_ms_median"], 0), fmt(r["ips"] / base, 2)] for r in rows]))
+    print(f"\nRealtime under batch load: {PROBES} `/face/detect` requests one after another, "
+          "idle and while a 60-image job runs (cache off).\n")
+    print(md_table(
+        ["configuration", "idle p50 ms", "idle p95 ms", "during batch p50 ms",
+         "during batch p95 ms", "p50 ratio", "job ran throughout"],
+        [[r["name"], fmt(r["detect_idle_ms"]["p50"], 0), fmt(r["detect_idle_ms"]["p95"], 0),
+          fmt(r["detect_busy_ms"]["p50"], 0), fmt(r["detect_busy_ms"]["p95"], 0),
+          fmt(r["detect_busy_ms"]["p50"] / r["detect_idle_ms"]["p50"], 2),
+          "yes" if r["busy_throughout"] else "no (ended early)"] for r in rows]))
     if args.json:
         import json
 
