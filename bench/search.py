@@ -687,6 +687,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=40.0, help="seconds of queries per setting")
     ap.add_argument("--match-cos", type=float, default=0.4)
     ap.add_argument("--product-sweep", default="256,512,1024,2048,4096")
+    ap.add_argument("--product-dtype", default=None, choices=("i8", "f16", "f32"),
+                    help="experiment: the product graph's stored type (default: the product's, "
+                    "facesocial.gallery.index.HNSW_DTYPE)")
     ap.add_argument("--faiss-m", type=int, default=32)
     ap.add_argument("--faiss-efc", type=int, default=128)
     ap.add_argument("--faiss-sweep", default="128,256,512,1024,2048,4096")
@@ -721,6 +724,8 @@ def main() -> None:
         args.engines = "exact,product,faiss-hnsw,faiss-ivf"
         args.product_sweep, args.faiss_sweep = "128,512", "128,512"
         args.faiss_efc, args.ivf_probes = 64, "0.125,0.5"
+    if args.product_dtype:  # read by VectorIndex when it builds its graph
+        product.HNSW_DTYPE = args.product_dtype
     sizes = ints(args.sizes)
     engines = [e for e in args.engines.split(",") if e]
     unknown = set(engines) - set(ENGINES)
