@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from facesocial.db.models import JobItem
+from facesocial.db.models import Job, JobItem
 from facesocial.errors import FaceSocialError, ModelLoadFailed
 from facesocial.jobs import store
 from facesocial.jobs.handlers import (
@@ -80,31 +80,31 @@ class ItemRunner:
             return Outcome("duplicate")
         item, job = claimed.item, claimed.job
         if item.attempts > s.batch_max_attempts:
-            return self._end(item, FAILED, error=("too_many_attempts",
+            return self._end(item, job, FAILED, error=("too_many_attempts",
                              f"delivered {item.attempts} times without finishing (a worker "
                              f"died on it each time?); the limit is {s.batch_max_attempts}"))
         t0 = time.perf_counter()
         try:
             result = self.handlers[job.kind](ctx, job, item)
         except TRANSIENT as exc:
-            return self._transient(item, exc)
+            return self._transient(item, job, exc)
         except FaceSocialError as exc:  # the input's own problem (or a missing model): final
             if exc.status >= 500:
                 log.warning("item %s of job %s: %s", item.id, job.id, exc.message)
-            return self._end(item, FAILED, error=(exc.code, exc.message))
+            return self._end(item, job, FAILED, error=(exc.code, exc.message))
         except Exception as exc:  # noqa: BLE001 - a bug must not take the worker down
             log.exception("item %s of job %s failed unexpectedly", item.id, job.id)
-            return self._end(item, FAILED, error=("internal_error",
+            return self._end(item, job, FAILED, error=("internal_error",
                                                   f"{type(exc).__name__}: {exc}"))
         result = {**result, "item_ms": round((time.perf_counter() - t0) * 1000, 1)}
-        return self._end(item, DONE, result=result)
+        return self._end(item, job, DONE, result=result)
 
     # ------------------------------------------------------------- endings
-    def _transient(self, item: JobItem, exc: BaseException) -> Outcome:
+    def _transient(self, item: JobItem, job: Job, exc: BaseException) -> Outcome:
         s = self.ctx.settings
         message = f"{type(exc).__name__}: {exc}"[:2000]
         if item.attempts >= s.batch_max_attempts:
-            return self._end(item, FAILED, error=("retries_exhausted",
+            return self._end(item, job, FAILED, error=("retries_exhausted",
                              f"gave up after {item.attempts} attempts; last error: {message}"))
         with self.ctx.sessions.begin() as session:
             store.release(session, item.id, "transient_error", message)
@@ -113,7 +113,8 @@ class ItemRunner:
                  item.attempts, delay)
         return Outcome("retry", retry_in=delay, error_code="transient_error")
 
-    def _end(self, item: JobItem, state: str, *, result: dict[str, Any] | None = None,
+    def _end(self, item: JobItem, job: Job, state: str, *,
+             result: dict[str, Any] | None = None,
              error: tuple[str, str] | None = None) -> Outcome:
         code, message = error if error is not None else (None, None)
         with self.ctx.sessions.begin() as session:
@@ -122,13 +123,14 @@ class ItemRunner:
             store.touch(session, item.job_id)
         if not won:
             return Outcome("duplicate")
-        self.after_item(item.job_id)
+        self.after_item(item.job_id, job.kind)
         return Outcome(state, error_code=code)
 
-    def after_item(self, job_id: str) -> None:
+    def after_item(self, job_id: str, kind: str | None = None) -> None:
         """Complete the job if nothing is open; clean its inputs once it has ended. The
         summary is written in the same transaction as the state, so no reader ever sees a
-        completed job without it."""
+        completed job without it. ``kind`` (when the caller knows it) spares other kinds
+        the import check."""
         with self.ctx.sessions.begin() as session:
             completed = store.complete_if_done(session, job_id)
             if completed:
@@ -138,7 +140,8 @@ class ItemRunner:
                 job.summary = {**(job.summary or {}), **summarize(job.kind, results)}
                 prune_import(session, job)
                 log.info("job %s completed", job_id)
-        if not completed:  # e.g. the last running item of a cancelled import ended
+        # an import cancelled while items ran: its last running item's end prunes it
+        if not completed and kind in (None, "gallery_import"):
             end_import(self.ctx, job_id)
         finish_inputs(self.ctx, job_id)
 
